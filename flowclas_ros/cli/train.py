@@ -1,0 +1,100 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""flowclas-train: train FlowCLAS on a folder of normal images and write a model directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from flowclas_ros.cli.common import resolve_device, run_tool
+from flowclas_ros.core.backbones import BACKBONE_NAMES
+from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.errors import ConfigError
+
+
+def parser() -> argparse.ArgumentParser:
+    d = ModelConfig()
+    p = argparse.ArgumentParser(prog='flowclas-train', description=__doc__)
+    p.add_argument('--images', required=True, help='folder of normal (inlier) images')
+    p.add_argument('--out', required=True, help='model directory to write')
+    p.add_argument('--backbone', default=d.backbone.name, choices=BACKBONE_NAMES)
+    p.add_argument('--weights', help='backbone checkpoint (required for DINOv2)')
+    p.add_argument(
+        '--layers',
+        type=int,
+        nargs='+',
+        help='EfficientNet-Lite: strides to tap; DINOv2: block indices (default: last)',
+    )
+    p.add_argument('--outliers', help='folder of outlier images (+ masks/) to paste')
+    p.add_argument('--val', help='split (images/, masks/) for checkpoint selection')
+    p.add_argument('--epochs', type=int, default=d.train.epochs)
+    p.add_argument('--batch-size', type=int, default=d.train.batch_size)
+    p.add_argument('--lr', type=float, default=d.train.lr)
+    p.add_argument('--mode', choices=('flowclas', 'nll'), default=d.train.mode)
+    p.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'), help='model input size')
+    p.add_argument('--flow-steps', type=int, default=d.flow.steps)
+    p.add_argument('--score', choices=('nll', 'latent'), default=d.score)
+    p.add_argument('--seed', type=int, default=d.train.seed)
+    p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
+    p.add_argument('--resume', action='store_true', help='continue from train_state.pt')
+    p.add_argument('--allow-random-weights', action='store_true', help=argparse.SUPPRESS)
+    p.add_argument('--quiet', action='store_true', help='no progress line')
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ModelConfig:
+    config = ModelConfig()
+    config.backbone.name = args.backbone
+    config.backbone.weights = args.weights
+    config.backbone.layers = args.layers
+    if args.backbone.startswith('dinov2') and args.weights is None:
+        raise ConfigError(f'{args.backbone} needs --weights (a local checkpoint file)')
+    if args.input_size is not None:
+        config.input_size = list(args.input_size)
+    elif args.backbone.startswith('dinov2'):
+        config.input_size = [448, 448]
+    t = config.train
+    t.epochs, t.batch_size, t.lr, t.mode, t.seed = (
+        args.epochs,
+        args.batch_size,
+        args.lr,
+        args.mode,
+        args.seed,
+    )
+    config.flow.steps = args.flow_steps
+    config.score = args.score
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+
+    def body() -> int:
+        from flowclas_ros.core.train.trainer import train
+
+        config = config_from_args(args)
+        result = train(
+            config,
+            args.images,
+            args.out,
+            outlier_dir=args.outliers,
+            val_dir=args.val,
+            device=resolve_device(args.device),
+            resume=args.resume,
+            progress=not args.quiet,
+        )
+        summary = {
+            'model': args.out,
+            'best_epoch': result.best_epoch,
+            'best_val_ap': round(result.best_val_ap, 4),
+            'seconds': round(result.seconds, 1),
+        }
+        print(json.dumps(summary))
+        return 0
+
+    return run_tool('flowclas-train', body)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

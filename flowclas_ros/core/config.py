@@ -1,0 +1,124 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Configuration dataclasses, saved as ``config.json`` in every model directory.
+
+A model directory must be loadable from that file alone, so everything that shapes the
+network or its scores lives here; training-only settings are kept for the record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+import json
+from pathlib import Path
+from typing import Any
+
+from flowclas_ros.core.errors import ConfigError, ModelFileError
+
+
+@dataclass
+class BackboneConfig:
+    """Which frozen encoder, which of its layers, and where its weights are."""
+
+    name: str = 'efficientnet_lite0'
+    weights: str | None = None
+    layers: list[int] | None = None
+
+
+@dataclass
+class FlowConfig:
+    """Flow size: ``steps`` x (ActNorm, permutation, coupling)."""
+
+    steps: int = 4
+    hidden_ratio: float = 0.5
+    clamp: float = 2.0
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """FlowCLAS training. ``mode='nll'`` drops pseudo-outliers and the contrastive term."""
+
+    mode: str = 'flowclas'
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 5e-4
+    weight_decay: float = 1e-5
+    warmup_fraction: float = 0.05
+    grad_clip: float = 5.0
+    feature_noise: float = 0.01
+    alpha: float = 1.0
+    temperature: float = 0.1
+    embed_dim: int = 128
+    samples_per_set: int = 512
+    val_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class Calibration:
+    """Maps raw scores to [0, 1]: ``sigmoid((s - center) / width)``.
+
+    ``center`` is the 99th percentile of normal validation pixels and ``width`` a third of its
+    distance to their median, so 0.5 means "as unusual as the top 1 % of normal pixels".
+    """
+
+    center: float = 0.0
+    width: float = 1.0
+    quantiles: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a trained model from its directory."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    input_size: list[int] = field(default_factory=lambda: [320, 320])
+    score: str = 'nll'
+    calibration: Calibration = field(default_factory=Calibration)
+    feature_channels: int = 0
+    version: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a dict, rejecting unknown keys so typos do not pass silently."""
+        kinds = {
+            'backbone': BackboneConfig,
+            'flow': FlowConfig,
+            'train': TrainConfig,
+            'calibration': Calibration,
+        }
+        kwargs = {}
+        for key, value in data.items():
+            if key not in {f.name for f in dataclasses.fields(cls)}:
+                raise ConfigError(f'unknown model config key {key!r}')
+            if key in kinds:
+                allowed = {f.name for f in dataclasses.fields(kinds[key])}
+                unknown = set(value) - allowed
+                if unknown:
+                    raise ConfigError(f'unknown {key} config keys {sorted(unknown)}')
+                value = kinds[key](**value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + '\n')
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f'model config not found: {path}')
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(f'cannot read model config {path}: {exc}') from exc
+        if not isinstance(data, dict):
+            raise ModelFileError(f'model config {path} is not a JSON object')
+        return cls.from_dict(data)

@@ -1,0 +1,103 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Reading image folders and evaluation splits, with one-line errors for bad data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+import torch
+import torch.nn.functional as F
+
+from flowclas_ros.core.errors import DataError
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+IGNORE_LABEL = 255
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Sorted image files directly in ``folder``; an error if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f'image folder not found: {folder}')
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {folder}')
+    return files
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Image file -> ``(H, W, 3)`` uint8 RGB (grey and palette images are expanded)."""
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert('RGB'))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f'cannot read image {path}: {exc}') from exc
+
+
+def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """Mask PNG -> ``(H, W)`` uint8: 0 normal, 1 anomaly, 255 ignore; size must equal ``shape``."""
+    try:
+        with Image.open(path) as image:
+            mask = np.asarray(image)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f'cannot read mask {path}: {exc}') from exc
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    if mask.shape != tuple(shape):
+        raise DataError(
+            f'mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is '
+            f'{shape[1]}x{shape[0]}'
+        )
+    bad = np.setdiff1d(np.unique(mask), (0, 1, IGNORE_LABEL))
+    if bad.size:
+        raise DataError(f'mask {path} has values {bad[:5].tolist()}; expected 0, 1 or 255')
+    return mask.astype(np.uint8)
+
+
+def image_class(path: str | Path) -> str:
+    """Defect class from the file name prefix (``crack_001.png`` -> ``crack``)."""
+    return Path(path).stem.split('_')[0]
+
+
+@dataclass
+class SplitItem:
+    image: Path
+    mask: Path | None
+
+
+def list_split(folder: str | Path) -> list[SplitItem]:
+    """An evaluation split: ``images/<stem>.<ext>`` with optional ``masks/<stem>.png``.
+
+    A missing mask means "no ground truth for this image" only when the split has no masks
+    folder at all; inside a split with masks every image needs one.
+    """
+    folder = Path(folder)
+    images = list_images(folder / 'images')
+    mask_dir = folder / 'masks'
+    if not mask_dir.is_dir():
+        return [SplitItem(p, None) for p in images]
+    items = []
+    for p in images:
+        mask = mask_dir / f'{p.stem}.png'
+        if not mask.is_file():
+            raise DataError(f'no mask {mask} for image {p}')
+        items.append(SplitItem(p, mask))
+    return items
+
+
+def to_batch(images: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` arrays -> ``(B, 3, h, w)`` float in [0, 1] at the model's input size.
+
+    Antialiased bilinear resizing in torch, the same in training, evaluation and the node.
+    """
+    out = []
+    for image in images:
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=tuple(size), mode='bilinear', antialias=True)
+        out.append(x.clamp_(0, 1))
+    return torch.cat(out)

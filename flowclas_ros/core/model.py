@@ -1,0 +1,136 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""FlowCLAS model: frozen backbone -> flow -> per-pixel anomaly score at input resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from flowclas_ros.core.backbones import FeatureExtractor, build_backbone
+from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.errors import ConfigError, ModelFileError
+from flowclas_ros.core.flow import Flow
+
+CONFIG_FILE = 'config.json'
+WEIGHTS_FILE = 'flow.safetensors'
+SCORES = ('nll', 'latent')
+
+
+class FlowClasModel(nn.Module):
+    """Backbone features, their flow latent and the anomaly map derived from it.
+
+    ``forward`` is the inference path (and the one exported): ``(B, 3, H, W)`` RGB in [0, 1]
+    at ``config.input_size`` -> raw anomaly scores ``(B, H, W)``. Training uses the pieces.
+    """
+
+    def __init__(self, config: ModelConfig, backbone: FeatureExtractor) -> None:
+        super().__init__()
+        if config.score not in SCORES:
+            raise ConfigError(f'unknown score {config.score!r}; choose from {SCORES}')
+        h, w = config.input_size
+        if h % backbone.size_multiple or w % backbone.size_multiple:
+            raise ConfigError(
+                f'input size {h}x{w} must be a multiple of {backbone.size_multiple} for '
+                f'{config.backbone.name}'
+            )
+        self.config = config
+        self.backbone = backbone
+        channels = backbone.out_dim
+        config.feature_channels = channels
+        f = config.flow
+        self.flow = Flow(channels, f.steps, f.hidden_ratio, f.clamp, f.seed)
+        # Projection head for the contrastive loss; unused at inference.
+        self.head = nn.Conv2d(channels, config.train.embed_dim, 1)
+
+    @property
+    def channels(self) -> int:
+        return self.flow.channels
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.backbone(images)
+
+    def patch_scores(self, feats: torch.Tensor) -> torch.Tensor:
+        """Per-patch raw anomaly score ``(B, h, w)``; larger is more anomalous.
+
+        ``nll``: negative log-likelihood per dimension, log-det included. ``latent``: the
+        bounded ``1 - exp(mean_c(-z~^2 / 2 - log sigma))`` on the standardized latent.
+        """
+        log_prob, z = self.flow.log_prob(feats)
+        if self.config.score == 'nll':
+            return -log_prob / self.channels
+        zt = self.flow.base.standardize(z)
+        inner = (-0.5 * zt.square() - self.flow.base.log_std).mean(dim=1)
+        return 1 - torch.exp(inner)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        scores = self.patch_scores(self.features(images))
+        return upsample(scores, images.shape[-2:])
+
+
+def upsample(scores: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bilinear ``(B, h, w)`` -> ``(B, H, W)`` (align_corners False, as the field does)."""
+    return F.interpolate(scores[:, None], size=tuple(size), mode='bilinear', align_corners=False)[
+        :, 0
+    ]
+
+
+def build_model(config: ModelConfig) -> FlowClasModel:
+    backbone = build_backbone(
+        config.backbone.name, config.backbone.weights, config.backbone.layers
+    )
+    return FlowClasModel(config, backbone)
+
+
+def save_model(model: FlowClasModel, directory: str | Path) -> None:
+    """Write ``config.json`` and the trained weights (flow and head; the backbone is frozen)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {f'flow.{k}': v for k, v in model.flow.state_dict().items()}
+    state |= {f'head.{k}': v for k, v in model.head.state_dict().items()}
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in state.items()}, directory / WEIGHTS_FILE
+    )
+    model.config.save(directory / CONFIG_FILE)
+
+
+def load_model(
+    directory: str | Path, backbone_weights: str | None = None, device: str = 'cpu'
+) -> FlowClasModel:
+    """Rebuild a model from a directory written by ``save_model`` (eval mode).
+
+    Args:
+        directory: the model directory.
+        backbone_weights: overrides the backbone checkpoint path stored at training time.
+        device: torch device.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelFileError(f'model directory not found: {directory}')
+    config = ModelConfig.load(directory / CONFIG_FILE)
+    if backbone_weights is not None:
+        config.backbone.weights = backbone_weights
+    model = build_model(config)
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise ModelFileError(f'weights not found: {path}')
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise ModelFileError(f'cannot read {path}: {exc}') from exc
+    own = {f'flow.{k}': v for k, v in model.flow.state_dict().items()}
+    own |= {f'head.{k}': v for k, v in model.head.state_dict().items()}
+    missing = sorted(set(own) - set(state))
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or wrong:
+        detail = ', '.join(missing[:2] + [f'{k} {tuple(state[k].shape)}' for k in wrong[:2]])
+        raise ModelFileError(f'{path} does not fit {config.backbone.name} + flow: {detail}')
+    model.flow.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith('flow.')})
+    model.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith('head.')})
+    return model.to(device).eval()

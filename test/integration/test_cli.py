@@ -1,0 +1,161 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The command-line tools end to end, run as users run them (separate processes)."""
+
+import json
+from pathlib import Path
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+import torch
+
+from flowclas_ros.core.backbones.dinov2 import build_dinov2, save_official
+from flowclas_ros.core.data.synthetic import make_surface_dataset
+
+SIZE = ['64', '64']
+
+
+def run(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, '-m', f'flowclas_ros.cli.{module}', *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory) -> Path:
+    return make_surface_dataset(
+        tmp_path_factory.mktemp('data'), n_train=10, n_test_per_class=2, size=(64, 64)
+    )
+
+
+def _check_metrics(path: Path) -> dict:
+    metrics = json.loads(path.read_text())
+    for key in ('ap', 'auroc', 'fpr95'):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics['n_images'] == 6
+    assert set(metrics['per_class']) == {'scratch', 'stain'}
+    for cls in metrics['per_class'].values():
+        assert 0.0 <= cls['ap'] <= 1.0
+        assert 0.0 <= cls['auroc'] <= 1.0
+    return metrics
+
+
+@pytest.mark.parametrize('mode', ['flowclas', 'nll'])
+def test_train_then_eval_default_backbone(data, tmp_path, mode):
+    model = tmp_path / 'model'
+    r = run(
+        'train',
+        *('--images', str(data / 'train' / 'images'), '--out', str(model)),
+        *('--epochs', '1', '--input-size', *SIZE, '--mode', mode, '--quiet'),
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])['best_epoch'] == 0
+    config = json.loads((model / 'config.json').read_text())
+    assert config['train']['mode'] == mode
+    assert config['calibration']['width'] > 0
+    maps = tmp_path / 'maps'
+    r = run(
+        'eval',
+        *('--model', str(model), '--data', str(data / 'test')),
+        *('--json', str(tmp_path / 'm.json'), '--save-maps', str(maps)),
+    )
+    assert r.returncode == 0, r.stderr
+    _check_metrics(tmp_path / 'm.json')
+    panel = np.asarray(Image.open(maps / 'scratch_000.png'))
+    assert panel.shape == (64, 4 * 64, 3)
+
+
+def test_dinov2_official_checkpoint_trains_and_evaluates(data, tmp_path):
+    ckpt = tmp_path / 'dinov2_vits14_pretrain.pth'
+    torch.manual_seed(0)
+    save_official(build_dinov2('dinov2_vits14'), ckpt)
+    model = tmp_path / 'model'
+    r = run(
+        'train',
+        *('--images', str(data / 'train' / 'images'), '--out', str(model)),
+        *('--backbone', 'dinov2_vits14', '--weights', str(ckpt)),
+        *('--epochs', '1', '--input-size', '56', '56', '--quiet'),
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads((model / 'config.json').read_text())['feature_channels'] == 384
+    r = run(
+        'eval',
+        '--model',
+        str(model),
+        '--data',
+        str(data / 'test'),
+        '--json',
+        str(tmp_path / 'm.json'),
+    )
+    assert r.returncode == 0, r.stderr
+    _check_metrics(tmp_path / 'm.json')
+
+
+def _assert_one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert 'Traceback' not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_missing_weights_file(data, tmp_path):
+    r = run(
+        'train',
+        *('--images', str(data / 'train' / 'images'), '--out', str(tmp_path / 'm')),
+        *('--backbone', 'dinov2_vits14', '--weights', str(tmp_path / 'nope.pth'), '--quiet'),
+    )
+    _assert_one_line_error(r, 'nope.pth', 'not found')
+
+
+def test_corrupt_weights_file(data, tmp_path):
+    bad = tmp_path / 'bad.pth'
+    bad.write_bytes(b'\x00garbage' * 100)
+    r = run(
+        'train',
+        *('--images', str(data / 'train' / 'images'), '--out', str(tmp_path / 'm')),
+        *('--backbone', 'efficientnet_lite0', '--weights', str(bad), '--quiet'),
+    )
+    _assert_one_line_error(r, 'bad.pth')
+
+
+def test_unknown_backbone_name(data, tmp_path):
+    r = run('train', '--images', str(data), '--out', str(tmp_path), '--backbone', 'resnet50')
+    assert r.returncode == 2
+    assert 'Traceback' not in r.stderr
+    assert 'resnet50' in r.stderr
+
+
+def test_empty_image_folder(tmp_path):
+    (tmp_path / 'empty').mkdir()
+    r = run('train', '--images', str(tmp_path / 'empty'), '--out', str(tmp_path / 'm'), '--quiet')
+    _assert_one_line_error(r, 'no images')
+
+
+def test_mask_size_mismatch(data, tmp_path):
+    split = tmp_path / 'split'
+    (split / 'images').mkdir(parents=True)
+    (split / 'masks').mkdir()
+    Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(split / 'images' / 'a_0.png')
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(split / 'masks' / 'a_0.png')
+    model = tmp_path / 'model'
+    r = run(
+        'train',
+        *('--images', str(data / 'train' / 'images'), '--out', str(model)),
+        *('--epochs', '1', '--input-size', *SIZE, '--quiet'),
+    )
+    assert r.returncode == 0, r.stderr
+    r = run('eval', '--model', str(model), '--data', str(split))
+    _assert_one_line_error(r, 'a_0.png', '30x20', '30x40')
+
+
+def test_missing_model_directory(data, tmp_path):
+    r = run('eval', '--model', str(tmp_path / 'nothing'), '--data', str(data / 'test'))
+    _assert_one_line_error(r, 'model directory not found')
