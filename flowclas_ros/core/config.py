@@ -78,6 +78,8 @@ class ModelConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     input_size: list[int] = field(default_factory=lambda: [320, 320])
     score: str = 'nll'
+    # >1: append a k x k local mean of the features, so each patch sees its surroundings.
+    context_window: int = 0
     calibration: Calibration = field(default_factory=Calibration)
     feature_channels: int = 0
     version: int = 1

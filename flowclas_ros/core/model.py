@@ -39,9 +39,11 @@ class FlowClasModel(nn.Module):
                 f'input size {h}x{w} must be a multiple of {backbone.size_multiple} for '
                 f'{config.backbone.name}'
             )
+        if config.context_window > 1 and config.context_window % 2 == 0:
+            raise ConfigError(f'context_window must be odd, got {config.context_window}')
         self.config = config
         self.backbone = backbone
-        channels = backbone.out_dim
+        channels = backbone.out_dim * (2 if config.context_window > 1 else 1)
         config.feature_channels = channels
         f = config.flow
         self.flow = Flow(channels, f.steps, f.hidden_ratio, f.clamp, f.seed)
@@ -53,8 +55,18 @@ class FlowClasModel(nn.Module):
         return self.flow.channels
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen features ``(B, C, h, w)``, with their local context mean when configured.
+
+        Large, faint defects (a whole region re-lit) look normal patch by patch; the mean over
+        a ``context_window`` neighbourhood tells the flow what surrounds each patch.
+        """
         with torch.no_grad():
-            return self.backbone(images)
+            feats = self.backbone(images)
+            k = self.config.context_window
+            if k > 1:
+                context = F.avg_pool2d(feats, k, 1, k // 2, count_include_pad=False)
+                feats = torch.cat([feats, context], dim=1)
+            return feats
 
     def patch_scores(self, feats: torch.Tensor) -> torch.Tensor:
         """Per-patch raw anomaly score ``(B, h, w)``; larger is more anomalous.

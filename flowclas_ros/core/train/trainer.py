@@ -211,6 +211,7 @@ def train(
         opt.load_state_dict(state['opt'])
         sched.load_state_dict(state['sched'])
         gen.set_state(state['gen'])
+        torch.set_rng_state(state['torch_rng'])
         best_state = state['best']
         result = TrainResult(state['best_epoch'], state['best_val_ap'], state['history'])
         first_epoch = state['epoch'] + 1
@@ -258,8 +259,6 @@ def train(
         entry = {k: v / steps_per_epoch for k, v in sums.items()}
         entry |= {'epoch': epoch, 'val_ap': ap, 'seconds': time.time() - start}
         result.history.append(entry)
-        if on_epoch is not None:
-            on_epoch(entry)
         if ap > result.best_val_ap:
             result.best_val_ap, result.best_epoch = ap, epoch
             best_state = {
@@ -275,6 +274,7 @@ def train(
                 'opt': opt.state_dict(),
                 'sched': sched.state_dict(),
                 'gen': gen.get_state(),
+                'torch_rng': torch.get_rng_state(),
                 'best': best_state,
                 'best_epoch': result.best_epoch,
                 'best_val_ap': result.best_val_ap,
@@ -282,6 +282,8 @@ def train(
             },
             state_path,
         )
+        if on_epoch is not None:
+            on_epoch(entry)
     _progress('', progress)
     if progress:
         sys.stderr.write('\r')
