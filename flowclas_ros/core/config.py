@@ -41,7 +41,7 @@ class TrainConfig:
     """FlowCLAS training. ``mode='nll'`` drops pseudo-outliers and the contrastive term."""
 
     mode: str = 'flowclas'
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 8
     lr: float = 5e-4
     weight_decay: float = 1e-5

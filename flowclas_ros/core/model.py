@@ -100,12 +100,22 @@ def build_model(config: ModelConfig) -> FlowClasModel:
     return FlowClasModel(config, backbone)
 
 
+def trained_state(model: FlowClasModel) -> dict[str, torch.Tensor]:
+    """The trained tensors (flow and head) under ``flow.``/``head.``; the backbone is frozen."""
+    state = {f'flow.{k}': v for k, v in model.flow.state_dict().items()}
+    return state | {f'head.{k}': v for k, v in model.head.state_dict().items()}
+
+
+def load_trained_state(model: FlowClasModel, state: dict[str, torch.Tensor]) -> None:
+    model.flow.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith('flow.')})
+    model.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith('head.')})
+
+
 def save_model(model: FlowClasModel, directory: str | Path) -> None:
-    """Write ``config.json`` and the trained weights (flow and head; the backbone is frozen)."""
+    """Write ``config.json`` and the trained weights."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {f'flow.{k}': v for k, v in model.flow.state_dict().items()}
-    state |= {f'head.{k}': v for k, v in model.head.state_dict().items()}
+    state = trained_state(model)
     save_file(
         {k: v.detach().cpu().contiguous() for k, v in state.items()}, directory / WEIGHTS_FILE
     )
@@ -136,13 +146,11 @@ def load_model(
         state = load_file(path)
     except (SafetensorError, OSError) as exc:
         raise ModelFileError(f'cannot read {path}: {exc}') from exc
-    own = {f'flow.{k}': v for k, v in model.flow.state_dict().items()}
-    own |= {f'head.{k}': v for k, v in model.head.state_dict().items()}
+    own = trained_state(model)
     missing = sorted(set(own) - set(state))
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
     if missing or wrong:
         detail = ', '.join(missing[:2] + [f'{k} {tuple(state[k].shape)}' for k in wrong[:2]])
         raise ModelFileError(f'{path} does not fit {config.backbone.name} + flow: {detail}')
-    model.flow.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith('flow.')})
-    model.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith('head.')})
+    load_trained_state(model, state)
     return model.to(device).eval()

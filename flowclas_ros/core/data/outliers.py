@@ -162,8 +162,7 @@ class PseudoOutliers:
         c, h, w = region.shape
         kind = _choice(gen, 4)
         if kind == 0:  # the same surface, lit or coated differently
-            # Mostly subtle changes: the hard cases teach the most.
-            gain, offset = _uniform(gen, 0.7, 1.4), _uniform(gen, -0.15, 0.15)
+            gain, offset = _uniform(gen, 0.4, 1.8), _uniform(gen, -0.35, 0.35)
             return (region * gain + offset).clamp(0, 1)
         if kind == 1:  # flat foreign colour
             return _rand(gen, c, 1, 1).expand(c, h, w)

@@ -31,9 +31,10 @@ class AffineCoupling(nn.Module):
         hidden = max(8, int(round(channels * hidden_ratio)))
         pad = kernel // 2
         self.subnet = nn.Sequential(
-            nn.Conv2d(self.split, hidden, kernel, padding=pad),
+            # Replicate padding: zeros would make every border patch look unusual.
+            nn.Conv2d(self.split, hidden, kernel, padding=pad, padding_mode='replicate'),
             nn.ReLU(),
-            nn.Conv2d(hidden, 2 * rest, kernel, padding=pad),
+            nn.Conv2d(hidden, 2 * rest, kernel, padding=pad, padding_mode='replicate'),
         )
         nn.init.zeros_(self.subnet[-1].weight)
         nn.init.zeros_(self.subnet[-1].bias)

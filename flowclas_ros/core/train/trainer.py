@@ -5,8 +5,10 @@
 Per step: paste pseudo-outliers into inlier images, extract frozen features, run the flow,
 and minimise ``alpha * NLL(inlier patches) + InfoNCE(projected latents)``. ``mode='nll'``
 trains on cached clean features with the likelihood alone (FastFlow-style), for comparison.
-Checkpoints are chosen by AP on a validation split: real masks when ``val_dir`` is given,
-otherwise held-out training images with pseudo-outliers pasted by a fixed seed.
+With a labelled validation split (``val_dir``) the epoch with the best AP on it is kept.
+Without one, the last epoch is kept (the cosine schedule ends at zero learning rate): AP on
+held-out images with pasted pseudo-outliers is still logged, but it saturates within an
+epoch and chose worse epochs than the last one on real defects.
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ from flowclas_ros.core.data.outliers import PseudoOutliers
 from flowclas_ros.core.errors import ConfigError, DataError
 from flowclas_ros.core.losses import inlier_nll, normalize_embeddings, pixel_contrastive
 from flowclas_ros.core.metrics import exact_pixel_metrics
-from flowclas_ros.core.model import FlowClasModel, build_model, save_model
+from flowclas_ros.core.model import (
+    FlowClasModel,
+    build_model,
+    load_trained_state,
+    save_model,
+    trained_state,
+)
 from flowclas_ros.core.scoring import fit_calibration
 
 STATE_FILE = 'train_state.pt'
@@ -206,8 +214,7 @@ def train(
     state_path = out_dir / STATE_FILE
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location='cpu', weights_only=True)
-        model.flow.load_state_dict(state['flow'])
-        model.head.load_state_dict(state['head'])
+        load_trained_state(model, state['model'])
         opt.load_state_dict(state['opt'])
         sched.load_state_dict(state['sched'])
         gen.set_state(state['gen'])
@@ -259,18 +266,14 @@ def train(
         entry = {k: v / steps_per_epoch for k, v in sums.items()}
         entry |= {'epoch': epoch, 'val_ap': ap, 'seconds': time.time() - start}
         result.history.append(entry)
-        if ap > result.best_val_ap:
+        if val_dir is None or ap > result.best_val_ap:
             result.best_val_ap, result.best_epoch = ap, epoch
-            best_state = {
-                **{f'flow.{k}': v.clone() for k, v in model.flow.state_dict().items()},
-                **{f'head.{k}': v.clone() for k, v in model.head.state_dict().items()},
-            }
+            best_state = {k: v.clone() for k, v in trained_state(model).items()}
         out_dir.mkdir(parents=True, exist_ok=True)
         torch.save(
             {
                 'epoch': epoch,
-                'flow': model.flow.state_dict(),
-                'head': model.head.state_dict(),
+                'model': trained_state(model),
                 'opt': opt.state_dict(),
                 'sched': sched.state_dict(),
                 'gen': gen.get_state(),
@@ -289,12 +292,7 @@ def train(
         sys.stderr.write('\r')
 
     if best_state is not None:
-        model.flow.load_state_dict(
-            {k[5:]: v for k, v in best_state.items() if k.startswith('flow.')}
-        )
-        model.head.load_state_dict(
-            {k[5:]: v for k, v in best_state.items() if k.startswith('head.')}
-        )
+        load_trained_state(model, best_state)
     model.flow.eval()
     normal_scores = val.scores(model, val.normal, dev)
     if not torch.isfinite(normal_scores).all():

@@ -10,15 +10,15 @@ from flowclas_ros.core.errors import ConfigError, ModelFileError
 
 def test_default_backbone_uses_the_real_imagenet_weights():
     model = build_backbone('efficientnet_lite0')
-    assert model.stride == 8
-    assert model.out_dim == 40 + 112
+    assert model.stride == 16
+    assert model.out_dim == 112 + 320
     state = torch.load(_weights_path('efficientnet_lite0'), weights_only=True)
     torch.testing.assert_close(model.stem.conv.weight, state['_conv_stem.weight'])
     assert not any(p.requires_grad for p in model.parameters())
     assert not model.training
 
 
-@pytest.mark.parametrize(('taps', 'channels'), [((16, 32), 112 + 320), ((4,), 24)])
+@pytest.mark.parametrize(('taps', 'channels'), [((8, 16), 40 + 112), ((4,), 24)])
 def test_taps_choose_strides_and_channels(taps, channels):
     model = build_backbone('efficientnet_lite0', layers=taps)
     x = torch.rand(2, 3, 96, 64)
