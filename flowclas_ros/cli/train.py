@@ -18,7 +18,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='flowclas-train', description=__doc__)
     p.add_argument('--images', required=True, help='folder of normal (inlier) images')
     p.add_argument('--out', required=True, help='model directory to write')
-    p.add_argument('--backbone', default=d.backbone.name, choices=BACKBONE_NAMES)
+    p.add_argument(
+        '--backbone', default=d.backbone.name, help=f'one of: {", ".join(BACKBONE_NAMES)}'
+    )
     p.add_argument('--weights', help='backbone checkpoint (required for DINOv2)')
     p.add_argument(
         '--layers',
@@ -34,6 +36,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--mode', choices=('flowclas', 'nll'), default=d.train.mode)
     p.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'), help='model input size')
     p.add_argument('--flow-steps', type=int, default=d.flow.steps)
+    p.add_argument('--hidden-ratio', type=float, default=d.flow.hidden_ratio)
+    p.add_argument(
+        '--context-window',
+        type=int,
+        default=d.context_window,
+        help='odd k > 1 appends a k x k local mean of the features (0: off)',
+    )
     p.add_argument('--score', choices=('nll', 'latent'), default=d.score)
     p.add_argument('--seed', type=int, default=d.train.seed)
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
@@ -63,6 +72,8 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
         args.seed,
     )
     config.flow.steps = args.flow_steps
+    config.flow.hidden_ratio = args.hidden_ratio
+    config.context_window = args.context_window
     config.score = args.score
     return config
 
