@@ -34,7 +34,7 @@ from flowclas_ros.core.data.images import (
     to_batch,
 )
 from flowclas_ros.core.data.outliers import PseudoOutliers
-from flowclas_ros.core.errors import ConfigError, DataError
+from flowclas_ros.core.errors import ConfigError, DataError, ModelFileError
 from flowclas_ros.core.losses import inlier_nll, normalize_embeddings, pixel_contrastive
 from flowclas_ros.core.metrics import exact_pixel_metrics
 from flowclas_ros.core.model import (
@@ -140,8 +140,9 @@ def _schedule(step: int, total: int, warmup: int) -> float:
 
 
 def _progress(text: str, enabled: bool) -> None:
-    if enabled:
-        sys.stderr.write('\r' + text.ljust(100))
+    """One self-overwriting status line, on terminals only (logs get the summary)."""
+    if enabled and sys.stderr.isatty():
+        sys.stderr.write('\r' + text.ljust(100) + ('' if text else '\r'))
         sys.stderr.flush()
 
 
@@ -213,8 +214,13 @@ def train(
     first_epoch = 0
     state_path = out_dir / STATE_FILE
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location='cpu', weights_only=True)
-        load_trained_state(model, state['model'])
+        try:
+            state = torch.load(state_path, map_location='cpu', weights_only=True)
+            load_trained_state(model, state['model'])
+        except (RuntimeError, KeyError, OSError) as exc:
+            raise ModelFileError(
+                f'cannot resume from {state_path}: written by another version or configuration'
+            ) from exc
         opt.load_state_dict(state['opt'])
         sched.load_state_dict(state['sched'])
         gen.set_state(state['gen'])
@@ -288,8 +294,6 @@ def train(
         if on_epoch is not None:
             on_epoch(entry)
     _progress('', progress)
-    if progress:
-        sys.stderr.write('\r')
 
     if best_state is not None:
         load_trained_state(model, best_state)
