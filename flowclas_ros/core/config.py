@@ -38,7 +38,11 @@ class FlowConfig:
 
 @dataclass
 class TrainConfig:
-    """FlowCLAS training. ``mode='nll'`` drops pseudo-outliers and the contrastive term."""
+    """FlowCLAS training. ``mode='nll'`` drops pseudo-outliers and the contrastive term.
+
+    The likelihood term is the mean NLL per patch *and per feature dimension* (about 1-3 nats),
+    so ``alpha = 1`` weighs it on the scale of the InfoNCE term whatever the backbone width.
+    """
 
     mode: str = 'flowclas'
     epochs: int = 8

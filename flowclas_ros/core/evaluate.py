@@ -35,12 +35,6 @@ class _Scored:
     shape: tuple[int, int]
 
 
-@torch.no_grad()
-def score_image(model: FlowClasModel, rgb: np.ndarray, device: str = 'cpu') -> torch.Tensor:
-    """Raw anomaly map ``(H, W)`` of one uint8 RGB image at its own resolution."""
-    return upsample(_patch_scores(model, rgb, device)[None], rgb.shape[:2])[0]
-
-
 def _patch_scores(model: FlowClasModel, rgb: np.ndarray, device: str) -> torch.Tensor:
     batch = to_batch([rgb], tuple(model.config.input_size)).to(device)
     return model.patch_scores(model.features(batch))[0].float().cpu()
