@@ -92,7 +92,9 @@ class _Validation:
         self.normal = normal  # clean normal images for calibration
 
     @torch.no_grad()
-    def scores(self, model: FlowClasModel, images: torch.Tensor, device: torch.device):
+    def scores(
+        self, model: FlowClasModel, images: torch.Tensor, device: torch.device
+    ) -> torch.Tensor:
         out = []
         for i in range(0, len(images), 8):
             feats = model.features(_as_float(images[i : i + 8], device))
