@@ -11,7 +11,6 @@ gives, ``.pth`` files only through ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-import json
 import os
 from pathlib import Path
 import re
@@ -21,6 +20,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from flowclas_ros.core.backbones.base import FeatureExtractor
+from flowclas_ros.core.backbones.checkpoint import HF_FILE, read_state_dict
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 
 PATCH = 14
@@ -28,8 +28,6 @@ _POS_GRID = 37  # Official checkpoints carry positional embeddings for 518 px = 
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 _NUM_REGISTERS = 4
-_HF_FILE = 'model.safetensors'
-_HF_INDEX = 'model.safetensors.index.json'
 
 
 @dataclass(frozen=True)
@@ -312,64 +310,6 @@ def _to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 # ---- reading and checking weight files -------------------------------------------------------
 
 
-def _is_safetensors(path: Path) -> bool:
-    """Safetensors starts with a little-endian u64 header length and a JSON object."""
-    with open(path, 'rb') as f:
-        head = f.read(9)
-    size = int.from_bytes(head[:8], 'little') if len(head) == 9 else 0
-    return head[8:9] == b'{' and 0 < size < path.stat().st_size
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path), device='cpu')
-
-
-def _read_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.is_dir():
-        index = path / _HF_INDEX
-        if (path / _HF_FILE).is_file():
-            path = path / _HF_FILE
-        elif index.is_file():
-            shards = sorted(set(json.loads(index.read_text())['weight_map'].values()))
-            state: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                state.update(_read_file(path / shard))
-            return state
-        else:
-            raise ModelFileError(f'{path}: directory has no {_HF_FILE} or {_HF_INDEX}')
-    if not path.is_file():
-        raise ModelFileError(f'DINOv2 weight file not found: {path}')
-    if _is_safetensors(path):
-        state = _read_safetensors(path)
-    else:
-        # weights_only refuses any pickled object other than tensors and plain containers. A file
-        # object, not the path: recent torch picks a loader from the extension, not the content.
-        with open(path, 'rb') as f:
-            state = torch.load(f, map_location='cpu', weights_only=True)
-    return state
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f'{type(exc).__name__}: {text[0][:200]}' if text else type(exc).__name__
-
-
-def _unwrap(obj: object) -> dict[str, torch.Tensor] | None:
-    """Accept a bare state dict or one nested under a usual training-checkpoint key."""
-    if isinstance(obj, dict):
-        for wrapper in ('model', 'state_dict', 'teacher'):
-            if isinstance(obj.get(wrapper), dict):
-                obj = obj[wrapper]
-                break
-    if not isinstance(obj, dict) or not obj:
-        return None
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        return None
-    return obj
-
-
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop a wrapper prefix (``dinov2.``, ``backbone.``, ``module.``) and keys outside it."""
     for prefix in ('dinov2.', 'backbone.', 'module.'):
@@ -380,15 +320,7 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _read_official_state(path: Path) -> dict[str, torch.Tensor]:
     """Read either checkpoint format and return tensors under the official names."""
-    try:
-        raw = _read_file(path)
-    except ModelFileError:
-        raise
-    except Exception as exc:  # Any failure to parse means a bad file.
-        raise ModelFileError(f'{path}: not a readable weight file ({_first_line(exc)})') from exc
-    state = _unwrap(raw)
-    if state is None:
-        raise ModelFileError(f'{path}: does not hold a state dict of named tensors')
+    state = read_state_dict(path)
     state = _strip_prefix(state)
     if 'embeddings.cls_token' in state or any(k.startswith('encoder.layer.') for k in state):
         return _from_hf(state)
@@ -487,7 +419,7 @@ def save_hf_safetensors(model: DinoV2, path: str | os.PathLike) -> None:
 
     path = Path(path)
     if path.is_dir():
-        path = path / _HF_FILE
+        path = path / HF_FILE
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     hf = {k: v.contiguous().clone() for k, v in _to_hf(state).items()}
     save_file(hf, str(path), metadata={'format': 'pt'})

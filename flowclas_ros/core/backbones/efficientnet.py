@@ -20,6 +20,7 @@ from torch import nn
 import torch.nn.functional as F  # noqa: N812
 
 from flowclas_ros.core.backbones.base import FeatureExtractor
+from flowclas_ros.core.backbones.checkpoint import read_state_dict
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 
 EFFICIENTNET_NAMES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2')
@@ -92,20 +93,6 @@ def _weights_path(name: str) -> Path:
     if not files:
         raise ModelFileError(f'no .pth file found in the installed package {package}')
     return files[0]
-
-
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint safely (tensors only) with a one-line error on failure."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f'weight file not found: {path}')
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # corrupt zip, truncated file, pickled objects
-        raise ModelFileError(f'cannot read weight file {path}: {exc}'.splitlines()[0]) from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelFileError(f'{path} is not a state dict of tensors')
-    return state
 
 
 class EfficientNetLite(FeatureExtractor):
@@ -209,5 +196,5 @@ def build_efficientnet(
         raise ConfigError(
             f'unknown EfficientNet variant {name!r}; choose from {EFFICIENTNET_NAMES}'
         )
-    state = load_state_dict(weights if weights is not None else _weights_path(name))
+    state = read_state_dict(weights if weights is not None else _weights_path(name))
     return EfficientNetLite(state, taps).freeze()
