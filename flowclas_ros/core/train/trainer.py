@@ -276,7 +276,9 @@ def train(
         result.history.append(entry)
         if val_dir is None or ap > result.best_val_ap:
             result.best_val_ap, result.best_epoch = ap, epoch
-            best_state = {k: v.clone() for k, v in trained_state(model).items()}
+            # Without labelled validation the last epoch wins: the live weights are the result.
+            if val_dir is not None:
+                best_state = {k: v.clone() for k, v in trained_state(model).items()}
         out_dir.mkdir(parents=True, exist_ok=True)
         torch.save(
             {

@@ -61,3 +61,12 @@ def test_model_directory_is_self_describing(images, tmp_path):
         scores = model(torch.rand(2, 3, 64, 64))
     assert scores.shape == (2, 64, 64)
     assert torch.isfinite(scores).all()
+
+
+def test_labelled_validation_keeps_the_best_epoch(images, tmp_path):
+    split = images.parent.parent / 'test'
+    result = train(_config(), images, tmp_path / 'm', val_dir=split, progress=False)
+    aps = [entry['val_ap'] for entry in result.history]
+    assert result.best_val_ap == max(aps)
+    assert result.best_epoch == aps.index(max(aps))
+    assert (tmp_path / 'm' / 'flow.safetensors').is_file()
