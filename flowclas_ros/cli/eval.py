@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from flowclas_ros.cli.common import resolve_device, run_tool
+from flowclas_ros.cli.common import run_tool
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
 
     def body() -> int:
+        from flowclas_ros.core.device import resolve_device
         from flowclas_ros.core.evaluate import evaluate
         from flowclas_ros.core.model import load_model
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from flowclas_ros.cli.common import resolve_device, run_tool
+from flowclas_ros.cli.common import run_tool
 from flowclas_ros.core.backbones import BACKBONE_NAMES
 from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.errors import ConfigError
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
 
     def body() -> int:
+        from flowclas_ros.core.device import resolve_device
         from flowclas_ros.core.train.trainer import train
 
         config = config_from_args(args)

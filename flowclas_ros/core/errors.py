@@ -17,3 +17,11 @@ class DataError(FlowclasError):
 
 class ConfigError(FlowclasError):
     """An unknown name or an invalid value in a configuration."""
+
+
+class InputError(DataError):
+    """One input frame cannot be used; ``reason`` is a short key for counting rejections."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f'{reason}: {message}')
+        self.reason = reason

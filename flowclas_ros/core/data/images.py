@@ -96,7 +96,9 @@ def to_batch(images: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
     """
     out = []
     for image in images:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+        # Frames straight from a message buffer are read-only; torch wants to own writable memory.
+        image = np.ascontiguousarray(image) if image.flags.writeable else image.copy()
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
         if tuple(x.shape[-2:]) != tuple(size):
             x = F.interpolate(x, size=tuple(size), mode='bilinear', antialias=True)
         out.append(x.clamp_(0, 1))

@@ -1,0 +1,103 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""One image in, calibrated per-pixel scores out: what the node, the benchmark and users call.
+
+Resizing, scoring, upsampling and calibration stay on the model's device, so a frame costs one
+device-to-host copy. The mask and colour outputs are cheap NumPy on the result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+import torch
+
+from flowclas_ros.core.data.images import to_batch
+from flowclas_ros.core.errors import ConfigError, InputError
+from flowclas_ros.core.model import FlowClasModel, load_model, upsample
+from flowclas_ros.core.scoring import calibrate
+
+SIZE_POLICIES = ('model', 'keep_aspect')
+
+
+class Detector:
+    """A loaded model ready for frames of any size.
+
+    Args:
+        model: a trained model (eval mode, on ``device``).
+        size_policy: ``model`` resizes every frame to the trained input size (what training
+            and ``flowclas-eval`` do); ``keep_aspect`` keeps the camera's aspect ratio at about
+            the trained pixel count, rounded to the backbone's size multiple.
+        output_scale: outputs are ``round(scale * H) x round(scale * W)`` of the frame.
+    """
+
+    def __init__(
+        self, model: FlowClasModel, size_policy: str = 'model', output_scale: float = 1.0
+    ) -> None:
+        if size_policy not in SIZE_POLICIES:
+            raise ConfigError(f'unknown size policy {size_policy!r}; choose from {SIZE_POLICIES}')
+        if not 0 < output_scale <= 4:
+            raise ConfigError(f'output_scale must be in (0, 4], got {output_scale}')
+        self.model = model
+        self.size_policy = size_policy
+        self.output_scale = output_scale
+        self.device = next(model.flow.parameters()).device
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        device: str = 'cpu',
+        backbone_weights: str | None = None,
+        size_policy: str = 'model',
+        output_scale: float = 1.0,
+    ) -> Detector:
+        return cls(load_model(model_dir, backbone_weights, device), size_policy, output_scale)
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size a ``height x width`` frame is resized to before the backbone."""
+        th, tw = self.model.config.input_size
+        if self.size_policy == 'model':
+            return th, tw
+        m = self.model.backbone.size_multiple
+        scale = (th * tw / (height * width)) ** 0.5
+        return max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        s = self.output_scale
+        return max(1, round(height * s)), max(1, round(width * s))
+
+    @torch.no_grad()
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB ``(H, W, 3)`` -> calibrated float32 scores ``(h, w)`` in [0, 1].
+
+        Raises:
+            InputError: the frame is empty or not RGB, or the model produced NaN or inf.
+        """
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise InputError('bad_image', f'expected uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}')
+        height, width = rgb.shape[:2]
+        if height == 0 or width == 0:
+            raise InputError('empty_image', f'image is {height}x{width}')
+        batch = to_batch([rgb], self.network_size(height, width)).to(self.device)
+        scores = self.model.patch_scores(self.model.features(batch))
+        scores = upsample(scores, self.output_size(height, width))
+        scores = calibrate(scores, self.model.config.calibration)
+        out = scores[0].float().cpu().numpy()
+        if not np.isfinite(out).all():
+            raise InputError('non_finite_scores', 'the model produced NaN or inf scores')
+        return out
+
+
+def anomaly_mask(scores: np.ndarray, threshold: float, min_area: int = 0) -> np.ndarray:
+    """Scores -> uint8 mask (0 or 255); 8-connected regions under ``min_area`` pixels dropped."""
+    hits = scores >= threshold
+    if min_area > 1 and hits.any():
+        labels, count = ndimage.label(hits, structure=np.ones((3, 3), bool))
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        keep = sizes >= min_area
+        keep[0] = False
+        hits = keep[labels]
+    return hits.astype(np.uint8) * 255

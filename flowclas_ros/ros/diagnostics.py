@@ -1,0 +1,171 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Per-camera counters and their ``diagnostic_msgs/DiagnosticStatus`` (no diagnostic_updater).
+
+Counters are totals since start; rates and latencies cover the last reporting window, so a
+stall shows up at once instead of being averaged away.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+import math
+import statistics
+import threading
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+OK, WARN, ERROR, STALE = (
+    DiagnosticStatus.OK,
+    DiagnosticStatus.WARN,
+    DiagnosticStatus.ERROR,
+    DiagnosticStatus.STALE,
+)
+
+
+@dataclass
+class Limits:
+    """Bounds that turn numbers into a level (from the node's parameters)."""
+
+    expected_rate_hz: float = 0.0
+    max_latency_ms: float = 500.0
+    input_timeout_s: float = 5.0
+
+
+@dataclass
+class _Window:
+    received: int = 0
+    processed: int = 0
+    rejected: int = 0
+    warnings: int = 0
+    latencies: list[float] = field(default_factory=list)  # receive to publish, ms
+    inference: list[float] = field(default_factory=list)  # the core's call alone, ms
+
+
+class CameraStats:
+    """Thread-safe counts for one camera: the subscriber callback, worker and timer share it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self.received = 0
+        self.processed = 0
+        self.superseded = 0
+        self.lost = 0
+        self.skipped: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.warnings: Counter[str] = Counter()
+        self.last_error = ''
+        self.last_receive: float | None = None
+        self.input_age_ms = math.nan
+        self._window = _Window()
+        self._window_start: float | None = None
+
+    def on_receive(self, now: float) -> None:
+        with self._lock:
+            self.received += 1
+            self._window.received += 1
+            self.last_receive = now
+
+    def on_superseded(self) -> None:
+        with self._lock:
+            self.superseded += 1
+
+    def on_lost(self, count: int) -> None:
+        """Frames the publisher sent that never reached the callback (sequence-number gaps)."""
+        with self._lock:
+            self.lost += count
+
+    def on_skipped(self, reason: str) -> None:
+        with self._lock:
+            self.skipped[reason] += 1
+
+    def on_rejected(self, reason: str, message: str) -> None:
+        with self._lock:
+            self.rejected[reason] += 1
+            self._window.rejected += 1
+            self.last_error = message
+
+    def on_warning(self, key: str, message: str) -> None:
+        """Something went wrong that is not a frame (an incompatible publisher, say)."""
+        with self._lock:
+            self.warnings[key] += 1
+            self._window.warnings += 1
+            self.last_error = message
+
+    def on_processed(self, latency_s: float, inference_s: float, input_age_ms: float) -> None:
+        with self._lock:
+            self.processed += 1
+            self._window.processed += 1
+            self._window.latencies.append(latency_s * 1000)
+            self._window.inference.append(inference_s * 1000)
+            self.input_age_ms = input_age_ms
+
+    def report(
+        self,
+        now: float,
+        limits: Limits,
+        model_problem: tuple[bytes, str] | None,
+        info: dict[str, str],
+    ) -> DiagnosticStatus:
+        """Close the current window and describe it; ``model_problem`` (level, message) wins."""
+        with self._lock:
+            window, self._window = self._window, _Window()
+            start, self._window_start = self._window_start, now
+            last_rx, last_error = self.last_receive, self.last_error
+            counts = {
+                'frames_received': self.received,
+                'frames_processed': self.processed,
+                'frames_superseded': self.superseded,
+                'frames_lost': self.lost,
+                'frames_rejected': sum(self.rejected.values()),
+                'frames_skipped': sum(self.skipped.values()),
+            }
+            counts |= {f'rejected.{k}': v for k, v in sorted(self.rejected.items())}
+            counts |= {f'skipped.{k}': v for k, v in sorted(self.skipped.items())}
+            counts |= {f'warning.{k}': v for k, v in sorted(self.warnings.items())}
+            age = self.input_age_ms
+        span = now - start if start is not None else 0.0
+        in_rate = window.received / span if span > 0 else 0.0
+        out_rate = window.processed / span if span > 0 else 0.0
+        lat = window.latencies
+        lat_mean = statistics.fmean(lat) if lat else math.nan
+
+        level, message = OK, 'ok'
+        if model_problem is not None:
+            level, message = model_problem
+        elif last_rx is None:
+            level, message = STALE, 'waiting for the first frame'
+        elif now - last_rx > limits.input_timeout_s:
+            level, message = ERROR, f'no input for {now - last_rx:.1f} s'
+        elif window.rejected or window.warnings:
+            level, message = WARN, f'{window.rejected} frames rejected; last error: {last_error}'
+        elif span > 0 and limits.expected_rate_hz > 0 and out_rate < limits.expected_rate_hz:
+            level = WARN
+            message = f'output {out_rate:.1f} Hz < expected {limits.expected_rate_hz:g} Hz'
+        elif lat and lat_mean > limits.max_latency_ms:
+            level, message = WARN, f'latency {lat_mean:.0f} ms > {limits.max_latency_ms:g} ms'
+
+        values = {
+            'input_rate_hz': f'{in_rate:.2f}',
+            'output_rate_hz': f'{out_rate:.2f}',
+            'latency_mean_ms': f'{lat_mean:.1f}',
+            'latency_median_ms': f'{_median(lat):.1f}',
+            'latency_max_ms': f'{max(lat, default=math.nan):.1f}',
+            'inference_median_ms': f'{_median(window.inference):.1f}',
+            'input_age_ms': f'{age:.1f}',
+            'last_error': last_error,
+        }
+        values = counts | values
+        values |= info
+        status = DiagnosticStatus()
+        status.level = level
+        status.name = self.name
+        status.message = message
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        return status
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan

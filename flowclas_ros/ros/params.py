@@ -1,0 +1,127 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The node's parameters: one table that declaring, reading, validating and docs all use.
+
+``when`` says what a change at run time does: ``live`` applies to the next frame; ``reload``
+loads the model again in the background while the current one keeps serving; ``restart`` is
+refused, with a message saying the node must be restarted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from flowclas_ros.core.inference import SIZE_POLICIES
+
+BACKENDS = ('torch',)
+TRANSPORTS = ('raw', 'compressed')
+RELIABILITIES = ('reliable', 'best_effort')
+
+
+def _param(default: Any, when: str, doc: str) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={'when': when, 'doc': doc})
+    return field(default=default, metadata={'when': when, 'doc': doc})
+
+
+@dataclass
+class NodeParams:
+    """Every node parameter, its default, when a change takes effect, and what it does."""
+
+    model_dir: str = _param('', 'reload', 'model directory written by flowclas-train')
+    backbone_weights: str = _param('', 'reload', 'backbone checkpoint overriding the stored path')
+    backend: str = _param('torch', 'reload', f'inference backend: {", ".join(BACKENDS)}')
+    device: str = _param('auto', 'reload', 'auto (cuda when present), cpu, cuda or cuda:N')
+    input_size_policy: str = _param(
+        'model',
+        'reload',
+        'model: resize frames to the trained size; keep_aspect: same pixel count, camera aspect',
+    )
+    output_scale: float = _param(1.0, 'live', 'output resolution as a fraction of the input')
+    cpu_threads: int = _param(0, 'restart', 'torch CPU threads (0: torch default)')
+    cameras: list[str] = _param(
+        [''], 'restart', 'camera namespaces served by one model ("" = the node namespace)'
+    )
+    input_transport: str = _param(
+        'raw', 'restart', 'raw: <camera>/image; compressed: <camera>/image/compressed'
+    )
+    input_reliability: str = _param('reliable', 'restart', 'input QoS: reliable, best_effort')
+    input_depth: int = _param(1, 'restart', 'input QoS queue depth')
+    process_every_frame: bool = _param(
+        False, 'restart', 'queue frames instead of keeping the newest (bag evaluation)'
+    )
+    prefer_fresh_frames: bool = _param(
+        True, 'live', 'when busy, wait for the next frame rather than take one half a frame old'
+    )
+    max_queue: int = _param(
+        100, 'restart', 'frames queued per camera (and input QoS depth) in process_every_frame'
+    )
+    threshold: float = _param(0.5, 'live', 'mask threshold on the calibrated score (0..1)')
+    score_range: list[float] = _param(
+        [0.0, 1.0], 'live', 'calibrated score range the heatmap colours span'
+    )
+    mask_min_area: int = _param(0, 'live', 'mask regions under this many pixels are dropped')
+    max_rate_hz: float = _param(0.0, 'live', 'process at most this often per camera (0: any)')
+    publish_overlay: bool = _param(False, 'live', 'publish anomaly/overlay (heatmap on input)')
+    expected_rate_hz: float = _param(0.0, 'live', 'diagnostics WARN below this rate (0: off)')
+    max_latency_ms: float = _param(500.0, 'live', 'diagnostics WARN above this mean latency')
+    input_timeout_s: float = _param(5.0, 'live', 'diagnostics ERROR after this long without input')
+    diagnostics_period_s: float = _param(1.0, 'restart', 'how often /diagnostics is published')
+
+    def replace(self, values: dict[str, Any]) -> NodeParams:
+        """A copy with ``values`` applied, validated; raises ``ValueError`` with the reason."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in values.items():
+            if name not in data:
+                raise ValueError(f'unknown parameter {name!r}')
+            data[name] = _coerce(name, value, data[name])
+        out = NodeParams(**data)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        checks = [
+            (self.backend in BACKENDS, f'backend must be one of {BACKENDS}'),
+            (self.input_size_policy in SIZE_POLICIES, f'input_size_policy: {SIZE_POLICIES}'),
+            (0 < self.output_scale <= 4, 'output_scale must be in (0, 4]'),
+            (self.cpu_threads >= 0, 'cpu_threads must be >= 0'),
+            (len(self.cameras) > 0, 'cameras must name at least one namespace'),
+            (len(set(self.cameras)) == len(self.cameras), 'cameras must not repeat'),
+            (self.input_transport in TRANSPORTS, f'input_transport must be one of {TRANSPORTS}'),
+            (self.input_reliability in RELIABILITIES, f'input_reliability: {RELIABILITIES}'),
+            (self.input_depth >= 1, 'input_depth must be >= 1'),
+            (self.max_queue >= 1, 'max_queue must be >= 1'),
+            (0.0 <= self.threshold <= 1.0, 'threshold must be in [0, 1]'),
+            (
+                len(self.score_range) == 2 and self.score_range[0] < self.score_range[1],
+                'score_range must be [low, high] with low < high',
+            ),
+            (self.mask_min_area >= 0, 'mask_min_area must be >= 0'),
+            (self.max_rate_hz >= 0, 'max_rate_hz must be >= 0'),
+            (self.expected_rate_hz >= 0, 'expected_rate_hz must be >= 0'),
+            (self.max_latency_ms > 0, 'max_latency_ms must be > 0'),
+            (self.input_timeout_s > 0, 'input_timeout_s must be > 0'),
+            (self.diagnostics_period_s > 0, 'diagnostics_period_s must be > 0'),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """ROS hands integers where floats are declared (``1`` in YAML); accept them as floats."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, list):
+        value = list(value)
+        if name == 'score_range':
+            value = [float(v) for v in value]
+        return value
+    if type(value) is not type(default):
+        raise ValueError(f'{name} must be {type(default).__name__}, got {value!r}')
+    return value
+
+
+DEFAULTS = NodeParams()
+PARAMS = {f.name: f.metadata for f in fields(NodeParams)}

@@ -1,0 +1,219 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Benchmark: flowclas_node's receive-to-publish latency against the core's inference time.
+
+Starts the node in its own process, publishes 640x480 rgb8 frames at a camera rate over real
+DDS, and listens to score, heatmap and mask. The node reports, per frame, receive-to-publish
+latency and the time of the core call (``Detector``) inside it; the difference of their medians
+is what the ROS layer adds (waiting for the worker, conversion, colour map, mask, publishing).
+For reference the core is also timed alone on the same frames, with no ROS traffic around it.
+
+    .venv/bin/python scripts/bench_node.py [--model DIR] [--rate 30] [--seconds 20]
+
+Without ``--model``, a model with the default configuration (EfficientNet-Lite0, 320x320,
+4 flow steps) and an untrained flow is used: the cost does not depend on the flow's weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--model', help='model directory (default: untrained default config)')
+    p.add_argument('--rate', type=float, default=30.0, help='publish rate, Hz')
+    p.add_argument('--seconds', type=float, default=20.0, help='measured publishing time')
+    p.add_argument('--width', type=int, default=640)
+    p.add_argument('--height', type=int, default=480)
+    p.add_argument('--frames', type=int, default=30, help='distinct frames, published in turn')
+    p.add_argument(
+        '-p', '--param', action='append', default=[], help='node parameter NAME:=VALUE (repeat)'
+    )
+    p.add_argument('--json', help='also write the numbers here')
+    return p.parse_args(argv)
+
+
+def default_model(directory: Path) -> Path:
+    from flowclas_ros.core.config import ModelConfig
+    from flowclas_ros.core.model import build_model, save_model
+
+    save_model(build_model(ModelConfig()), directory)
+    return directory
+
+
+def make_frames(n: int, height: int, width: int) -> list[np.ndarray]:
+    """Smooth random scenes (a coarse colour grid, upsampled, plus noise)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(n):
+        coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+        base = np.asarray(coarse.resize((width, height), Image.BILINEAR), np.int16)
+        noise = rng.integers(-6, 7, base.shape)
+        frames.append(np.clip(base + noise, 0, 255).astype(np.uint8))
+    return frames
+
+
+def run_node(args: argparse.Namespace, model: Path, frames: list[np.ndarray]) -> dict:
+    from diagnostic_msgs.msg import DiagnosticArray
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+
+    from flowclas_ros.ros.conversions import array_to_image
+
+    domain = 150 + os.getpid() % 80
+    env = os.environ | {'ROS_DOMAIN_ID': str(domain)}
+    window = 2.0
+    node = subprocess.Popen(
+        [sys.executable, '-m', 'flowclas_ros.ros.node', '--ros-args', '-r', '__ns:=/bench',
+         '-p', f'model_dir:={model}', '-p', f'diagnostics_period_s:={window}',
+         *[a for p in args.param for a in ('-p', p)]],
+        env=env,
+    )  # fmt: skip
+    context = rclpy.Context()
+    rclpy.init(args=[], context=context, domain_id=domain)
+    bench = rclpy.create_node('flowclas_bench', context=context)
+    lock = threading.Lock()
+    arrivals: dict[int, float] = {}
+    windows: list[tuple[int, float, float]] = []
+    measuring = threading.Event()
+
+    def on_score(msg: Image) -> None:
+        now = time.time()
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        with lock:
+            arrivals[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = now - stamp
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith('/bench/image') and measuring.is_set():
+                values = {kv.key: kv.value for kv in status.values}
+                n = int(float(values['output_rate_hz']) * window + 0.5)
+                if n and values['latency_median_ms'] != 'nan':
+                    windows.append(
+                        (
+                            n,
+                            float(values['latency_median_ms']),
+                            float(values['inference_median_ms']),
+                        )
+                    )
+
+    bench.create_subscription(Image, '/bench/anomaly/score', on_score, 10)
+    for name in ('heatmap', 'mask'):
+        bench.create_subscription(Image, f'/bench/anomaly/{name}', lambda _: None, 10)
+    bench.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
+    pub = bench.create_publisher(Image, '/bench/image', 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(bench)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    messages = [array_to_image(f, 'rgb8', Image().header) for f in frames]
+
+    def publish(i: int) -> int:
+        msg = messages[i % len(messages)]
+        msg.header.stamp = bench.get_clock().now().to_msg()
+        pub.publish(msg)
+        return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+    try:
+        # Warm-up: until outputs flow (discovery, model load, first inferences).
+        end = time.monotonic() + 120
+        while not arrivals and time.monotonic() < end:
+            publish(0)
+            time.sleep(0.2)
+        if not arrivals:
+            raise SystemExit('bench: the node produced no output within 120 s')
+        time.sleep(1.0)
+        with lock:
+            arrivals.clear()
+        sent = []
+        measuring.set()
+        period = 1 / args.rate
+        start = time.monotonic()
+        i = 0
+        while time.monotonic() - start < args.seconds:
+            sent.append(publish(i))
+            i += 1
+            time.sleep(max(0.0, start + i * period - time.monotonic()))
+        time.sleep(window + 1.0)
+        measuring.clear()
+        with lock:
+            latencies = [arrivals[s] * 1000 for s in sent if s in arrivals]
+    finally:
+        executor.shutdown()
+        bench.destroy_node()
+        rclpy.shutdown(context=context)
+        node.terminate()
+        node.wait(10)
+
+    # Medians over frames of the node's own measures, from its per-window medians.
+    def median_over_frames(index: int) -> float:
+        values = [w[index] for w in windows for _ in range(w[0])]
+        return statistics.median(values) if values else float('nan')
+
+    return {
+        'frames_sent': len(sent),
+        'frames_out': len(latencies),
+        'publish_rate_hz': len(sent) / args.seconds,
+        'output_rate_hz': len(latencies) / args.seconds,
+        'node_latency_median_ms': median_over_frames(1),
+        'node_inference_median_ms': median_over_frames(2),
+        'end_to_end_median_ms': statistics.median(latencies),
+        'end_to_end_p95_ms': float(np.percentile(latencies, 95)),
+    }
+
+
+def time_core(model: Path, frames: list[np.ndarray], repeats: int = 3) -> float:
+    from flowclas_ros.core.inference import Detector
+
+    detector = Detector.load(model)
+    for frame in frames[:3]:
+        detector(frame)
+    times = []
+    for _ in range(repeats):
+        for frame in frames:
+            start = time.perf_counter()
+            detector(frame)
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    frames = make_frames(args.frames, args.height, args.width)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(args.model) if args.model else default_model(Path(tmp) / 'model')
+        result = run_node(args, model, frames)
+        result['core_alone_median_ms'] = time_core(model, frames)
+    result['overhead_ms'] = result['node_latency_median_ms'] - result['node_inference_median_ms']
+    r = result
+    print(
+        f'{args.width}x{args.height} rgb8 at {args.rate:g} Hz for {args.seconds:g} s: '
+        f'{r["frames_sent"]} sent, {r["frames_out"]} scored ({r["output_rate_hz"]:.1f} Hz)\n'
+        f'  node receive-to-publish, median          {r["node_latency_median_ms"]:7.1f} ms\n'
+        f'  core inference in the node, median       {r["node_inference_median_ms"]:7.1f} ms\n'
+        f'  overhead (difference of medians)         {r["overhead_ms"]:7.1f} ms\n'
+        f'  core inference alone (no ROS), median    {r["core_alone_median_ms"]:7.1f} ms\n'
+        f'  end to end (publish to score arrival)    {r["end_to_end_median_ms"]:7.1f} ms median, '
+        f'{r["end_to_end_p95_ms"]:.1f} ms p95'
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,227 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Run flowclas_node in its own process and talk to it over real DDS on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import itertools
+import os
+from pathlib import Path
+import subprocess
+import sys
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+import numpy as np
+from PIL import Image as PILImage
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+import torch
+
+from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.data.images import to_batch
+from flowclas_ros.core.model import build_model, save_model
+from flowclas_ros.core.scoring import fit_calibration
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / 'config' / 'flowclas.yaml'
+# One DDS domain per test session, so parallel sessions on a machine do not see each other.
+DOMAIN = 20 + os.getpid() % 80
+ENV = {'ROS_DOMAIN_ID': str(DOMAIN), 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST'}
+
+
+def ros_args(namespace: str, params: dict) -> list[str]:
+    args = ['--ros-args', '-r', f'__ns:=/{namespace}', '--params-file', str(CONFIG)]
+    for name, value in params.items():
+        if isinstance(value, bool):
+            text = 'true' if value else 'false'
+        elif isinstance(value, str):
+            text = value if value else "''"
+        elif isinstance(value, list):
+            text = '[' + ', '.join(repr(v) for v in value) + ']'
+        else:
+            text = repr(value)
+        args += ['-p', f'{name}:={text}']
+    return args
+
+
+class NodeProcess:
+    """flowclas_node started as users start it; its log goes to a file shown on failure."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        namespace: str,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        **params,
+    ) -> None:
+        self.namespace = namespace
+        self.name = f'/{namespace}/flowclas'
+        self.log = log_dir / f'{namespace}.log'
+        command = command or [sys.executable, '-m', 'flowclas_ros.ros.node']
+        self._file = self.log.open('w')
+        self.proc = subprocess.Popen(
+            command + ros_args(namespace, params),
+            env=(env or dict(os.environ)) | ENV,
+            stdout=self._file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._file.close()
+        return self.proc.returncode
+
+
+def _value(value) -> ParameterValue:
+    if isinstance(value, bool):
+        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    if isinstance(value, int):
+        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    if isinstance(value, float):
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+
+
+class Client:
+    """A test-side node spinning in a thread; messages land in lists the test polls."""
+
+    def __init__(self) -> None:
+        os.environ.update(ENV)
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=DOMAIN)
+        self.node = rclpy.create_node('flowclas_test', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._lock = threading.Lock()
+        self.status: dict[str, DiagnosticStatus] = {}
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 50)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        with self._lock:
+            for status in msg.status:
+                self.status[status.name] = status
+
+    def subscribe(self, topic: str, msg_type: type, depth: int = 100) -> list:
+        received: list = []
+        self.node.create_subscription(msg_type, topic, received.append, depth)
+        return received
+
+    def publisher(self, topic: str, msg_type: type, best_effort: bool = False):
+        qos = QoSProfile(depth=10)
+        if best_effort:
+            qos.reliability = ReliabilityPolicy.BEST_EFFORT
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def diagnostics(self, name: str) -> tuple[int, str, dict[str, str]] | None:
+        """(level, message, values) of the newest status called ``name``."""
+        with self._lock:
+            status = self.status.get(name)
+        if status is None:
+            return None
+        level = status.level[0] if isinstance(status.level, bytes) else status.level
+        return level, status.message, {kv.key: kv.value for kv in status.values}
+
+    def set_parameters(self, node: str, **values) -> list:
+        client = self.node.create_client(SetParameters, f'{node}/set_parameters')
+        try:
+            assert client.wait_for_service(timeout_sec=10), f'no {node}/set_parameters'
+            request = SetParameters.Request(
+                parameters=[Parameter(name=k, value=_value(v)) for k, v in values.items()]
+            )
+            future = client.call_async(request)
+            wait_for(future.done, 10, 'set_parameters reply')
+            return future.result().results
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str):
+    """Poll ``condition`` until it is truthy and return its value, or fail after ``timeout``."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f'timed out after {timeout} s waiting for {what}')
+
+
+def smooth_image(h=40, w=56, seed=0):
+    """Smooth colour blobs with a little noise: realistic enough for JPEG."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    big = np.asarray(PILImage.fromarray(small).resize((w, h), PILImage.BILINEAR), np.int16)
+    return np.clip(big + rng.integers(-8, 9, big.shape), 0, 255).astype(np.uint8)
+
+
+def make_model(path, size):
+    """A random-init model with its calibration fitted on its own scores, so they spread."""
+    model = build_model(ModelConfig(input_size=[size, size])).eval()
+    batch = to_batch([smooth_image(size, size, seed=s) for s in range(4)], (size, size))
+    with torch.no_grad():
+        raw = model.patch_scores(model.features(batch))
+    model.config.calibration = fit_calibration(raw.numpy())
+    save_model(model, path)
+    return path
+
+
+class Outputs:
+    """Subscriptions to one camera's outputs, looked up by input stamp."""
+
+    def __init__(self, client, prefix, names=('score', 'heatmap', 'mask')):
+        self.lists = {n: client.subscribe(f'{prefix}/anomaly/{n}', Image) for n in names}
+
+    def get(self, name, stamp):
+        return next((m for m in self.lists[name] if m.header.stamp.sec == stamp), None)
+
+    def complete(self, stamp):
+        return all(self.get(n, stamp) is not None for n in self.lists)
+
+
+def send(pub, msg, done, timeout=30.0):
+    """Publish ``msg`` under a fresh stamp until ``done(stamp)``; discovery may take a while."""
+    stamp = next_stamp()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp, 0
+    msg.header.frame_id = f'frame_{stamp}'
+    last = 0.0
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if time.monotonic() - last > 1.0:
+            pub.publish(msg)
+            last = time.monotonic()
+        if done(stamp):
+            return stamp
+        time.sleep(0.02)
+    raise AssertionError(f'no result for frame {stamp}')
+
+
+_stamps = itertools.count(1000)
+
+
+def next_stamp() -> int:
+    """A stamp (seconds) no other frame in this session has used."""
+    return next(_stamps)

@@ -1,0 +1,370 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""flowclas_node in its own process, driven over real Fast DDS on loopback."""
+
+import io
+import time
+
+from imagemsgs import encode, pack
+import numpy as np
+from PIL import Image as PILImage
+import pytest
+from rosnode import (
+    Client,
+    NodeProcess,
+    Outputs,
+    make_model,
+    next_stamp,
+    send,
+    smooth_image,
+    wait_for,
+)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from flowclas_ros.core.inference import Detector, anomaly_mask
+from flowclas_ros.ros.conversions import compressed_to_rgb, image_to_rgb
+
+pytestmark = pytest.mark.ros
+OK, WARN, ERROR, STALE = 0, 1, 2, 3
+
+
+@pytest.fixture(scope='module')
+def model_dir(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp('model') / 'm64', 64)
+
+
+@pytest.fixture(scope='module')
+def detector(model_dir):
+    return Detector.load(model_dir)
+
+
+@pytest.fixture(scope='module')
+def client():
+    c = Client()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope='module')
+def logs(tmp_path_factory):
+    return tmp_path_factory.mktemp('logs')
+
+
+def _start(logs, client, namespace, topic, **params):
+    node = NodeProcess(logs, namespace, **params)
+    status = f'flowclas: /{namespace}/{topic}'
+    try:
+        wait_for(
+            lambda: (
+                node.proc.poll() is not None
+                or (client.diagnostics(status) or (None,))[0] in (STALE, OK, ERROR)
+            ),
+            60,
+            f'diagnostics of {status}',
+        )
+    except AssertionError:
+        node.stop()
+        raise AssertionError(node.text()) from None
+    assert node.proc.poll() is None, node.text()
+    return node
+
+
+@pytest.fixture(scope='module')
+def raw_node(logs, client, model_dir):
+    params = {'model_dir': str(model_dir), 'cameras': ['cam_a', 'cam_b']}
+    node = _start(logs, client, 'raw', 'cam_a/image', diagnostics_period_s=0.2, **params)
+    wait_for(
+        lambda: client.diagnostics('flowclas: /raw/cam_a/image')[0] == STALE,
+        60,
+        'the model to load',
+    )
+    yield node
+    assert node.stop() == 0, node.text()
+
+
+def _array(msg, dtype, channels=1):
+    shape = (msg.height, msg.width) + ((channels,) if channels > 1 else ())
+    return np.frombuffer(msg.data, dtype).reshape(shape)
+
+
+def _check_outputs(outputs, stamp, rgb, detector):
+    expected = detector(rgb)
+    score, heat, mask = (outputs.get(n, stamp) for n in ('score', 'heatmap', 'mask'))
+    for msg, encoding in ((score, '32FC1'), (heat, 'rgb8'), (mask, 'mono8')):
+        assert msg.encoding == encoding
+        assert (msg.height, msg.width) == rgb.shape[:2]
+        assert msg.header.frame_id == f'frame_{stamp}'
+    np.testing.assert_allclose(_array(score, '<f4'), expected, atol=1e-4)
+    mask_values = _array(mask, np.uint8)
+    assert set(np.unique(mask_values)) <= {0, 255}
+    near = np.abs(expected - 0.5) < 1e-4  # the default threshold; rounding may flip these
+    np.testing.assert_array_equal(mask_values[~near], anomaly_mask(expected, 0.5)[~near])
+    assert _array(heat, np.uint8, 3).shape == rgb.shape
+
+
+ENCODINGS = ['rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', 'mono16', 'yuv422', 'yuv422_yuy2']
+
+
+def test_every_encoding_matches_the_core(raw_node, client, detector):
+    pub = client.publisher('/raw/cam_a/image', Image)
+    outputs = Outputs(client, '/raw/cam_a')
+    for i, encoding in enumerate(ENCODINGS):
+        msg = encode(smooth_image(seed=i), encoding, pad=3 if i % 2 else 0)
+        stamp = send(pub, msg, outputs.complete)
+        _check_outputs(outputs, stamp, image_to_rgb(msg), detector)
+
+
+def test_bad_frames_are_counted_and_the_node_goes_on(raw_node, client, detector):
+    pub = client.publisher('/raw/cam_a/image', Image)
+    outputs = Outputs(client, '/raw/cam_a')
+    status = 'flowclas: /raw/cam_a/image'
+    send(pub, encode(smooth_image(), 'rgb8'), outputs.complete)  # connected
+
+    good = encode(smooth_image(), 'rgb8')
+    wrong_step = encode(smooth_image(), 'rgb8')
+    wrong_step.step = 10
+    truncated = encode(smooth_image(), 'rgb8')
+    truncated.data = bytes(truncated.data)[:-100]
+    unknown = encode(smooth_image(), 'rgb8')
+    unknown.encoding = 'nv21'
+    nan = np.full((40, 56, 1), 0.5, np.float32)
+    nan[3, 4] = np.nan
+    bad = {
+        'bad_step': wrong_step,
+        'truncated': truncated,
+        'unknown_encoding': unknown,
+        'empty_image': Image(encoding='rgb8'),
+        'non_finite_pixels': pack(nan, '32FC1'),
+    }
+    for reason, msg in bad.items():
+
+        def counted(_, reason=reason):
+            values = client.diagnostics(status)[2]
+            return int(values.get(f'rejected.{reason}', 0)) >= 1
+
+        send(pub, msg, counted)
+    level, message, values = wait_for(
+        lambda: (d := client.diagnostics(status)) and d[0] == WARN and d,
+        10,
+        'a WARN status',
+    )
+    assert 'rejected' in message
+    assert int(values['frames_rejected']) >= len(bad)
+    assert raw_node.proc.poll() is None
+    stamp = send(pub, good, outputs.complete)
+    _check_outputs(outputs, stamp, image_to_rgb(good), detector)
+
+
+def test_live_threshold_changes_the_next_mask(raw_node, client, detector):
+    pub = client.publisher('/raw/cam_a/image', Image)
+    outputs = Outputs(client, '/raw/cam_a', names=('mask',))
+    msg = encode(smooth_image(seed=7), 'rgb8')
+    expected = detector(image_to_rgb(msg))
+    try:
+        for q in (0.3, 0.9):
+            threshold = float(np.quantile(expected, q))
+            results = client.set_parameters(raw_node.name, threshold=threshold)
+            assert results[0].successful, results[0].reason
+            stamp = send(pub, msg, outputs.complete)
+            mask = _array(outputs.get('mask', stamp), np.uint8)
+            near = np.abs(expected - threshold) < 1e-4
+            want = anomaly_mask(expected, threshold)
+            np.testing.assert_array_equal(mask[~near], want[~near])
+            assert abs((mask == 255).mean() - (1 - q)) < 0.05
+    finally:
+        client.set_parameters(raw_node.name, threshold=0.5)
+
+
+def test_bad_and_restart_only_parameter_changes_are_refused(raw_node, client):
+    (result,) = client.set_parameters(raw_node.name, input_transport='compressed')
+    assert not result.successful
+    assert 'restart' in result.reason
+    (result,) = client.set_parameters(raw_node.name, threshold=1.5)
+    assert not result.successful
+    assert 'threshold' in result.reason
+
+
+def test_second_camera_shares_the_model_and_idle_outputs_are_not_computed(
+    raw_node, client, detector
+):
+    pub = client.publisher('/raw/cam_b/image', Image)
+    status = 'flowclas: /raw/cam_b/image'
+    msg = encode(smooth_image(seed=3), 'bgr8')
+
+    def skipped(_):
+        return int(client.diagnostics(status)[2].get('skipped.no_subscribers', 0)) >= 1
+
+    send(pub, msg, skipped)  # nobody listens to cam_b's outputs yet
+    assert client.diagnostics(status)[2]['frames_processed'] == '0'
+    outputs = Outputs(client, '/raw/cam_b')
+    stamp = send(pub, msg, outputs.complete)
+    _check_outputs(outputs, stamp, image_to_rgb(msg), detector)
+
+
+def test_incompatible_qos_is_reported(raw_node, client):
+    client.publisher('/raw/cam_a/image', Image, best_effort=True)
+    wait_for(
+        lambda: 'warning.incompatible_qos' in client.diagnostics('flowclas: /raw/cam_a/image')[2],
+        20,
+        'an incompatible-QoS warning',
+    )
+    assert 'best_effort' in raw_node.text()
+
+
+def _compressed(rgb, fmt):
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb).save(buf, format=fmt)
+    return CompressedImage(format=fmt.lower(), data=buf.getvalue())
+
+
+def test_compressed_input(logs, client, model_dir, detector):
+    node = _start(
+        logs, client, 'comp', 'image/compressed', model_dir=str(model_dir),
+        input_transport='compressed', diagnostics_period_s=0.2,
+    )  # fmt: skip
+    try:
+        pub = client.publisher('/comp/image/compressed', CompressedImage)
+        outputs = Outputs(client, '/comp')
+        for fmt in ('JPEG', 'PNG'):
+            msg = _compressed(smooth_image(seed=11), fmt)
+            stamp = send(pub, msg, outputs.complete)
+            _check_outputs(outputs, stamp, compressed_to_rgb(msg), detector)
+        corrupt = CompressedImage(format='jpeg', data=bytes(msg.data)[:50])
+        status = 'flowclas: /comp/image/compressed'
+
+        def counted(_):
+            return client.diagnostics(status)[2].get('rejected.corrupt_compressed') == '1'
+
+        send(pub, corrupt, counted)
+        stamp = send(pub, msg, outputs.complete)
+        _check_outputs(outputs, stamp, compressed_to_rgb(msg), detector)
+    finally:
+        assert node.stop() == 0, node.text()
+
+
+def test_best_effort_input_with_overlay_and_camera_info(logs, client, model_dir, detector):
+    node = _start(
+        logs, client, 'be', 'image', model_dir=str(model_dir), input_reliability='best_effort',
+        output_scale=0.5, publish_overlay=True,
+    )  # fmt: skip
+    try:
+        pub = client.publisher('/be/image', Image, best_effort=True)
+        info_pub = client.publisher('/be/camera_info', CameraInfo, best_effort=True)
+        infos = client.subscribe('/be/anomaly/camera_info', CameraInfo)
+        outputs = Outputs(client, '/be', names=('score', 'overlay'))
+        info = CameraInfo(width=56, height=40)
+        info.k = [50.0, 0.0, 28.0, 0.0, 50.0, 20.0, 0.0, 0.0, 1.0]
+        msg = encode(smooth_image(seed=5), 'rgb8')
+
+        def done(stamp):
+            info_pub.publish(info)
+            has_info = any(m.header.stamp.sec == stamp for m in infos)
+            return outputs.complete(stamp) and has_info
+
+        stamp = send(pub, msg, done)
+        score = outputs.get('score', stamp)
+        assert (score.height, score.width) == (20, 28)
+        full = Detector.load(model_dir, output_scale=0.5)(image_to_rgb(msg))
+        np.testing.assert_allclose(_array(score, '<f4'), full, atol=1e-4)
+        overlay = outputs.get('overlay', stamp)
+        assert (overlay.encoding, overlay.height, overlay.width) == ('rgb8', 20, 28)
+        scaled = next(m for m in infos if m.header.stamp.sec == stamp)
+        assert (scaled.width, scaled.height) == (28, 20)
+        assert list(scaled.k)[:3] == [25.0, 0.0, 14.0]
+    finally:
+        assert node.stop() == 0, node.text()
+
+
+def test_every_frame_mode_processes_a_burst_completely(logs, client, model_dir):
+    node = _start(
+        logs, client, 'every', 'image', model_dir=str(model_dir), process_every_frame=True,
+    )  # fmt: skip
+    try:
+        pub = client.publisher('/every/image', Image)
+        outputs = Outputs(client, '/every', names=('score',))
+        msg = encode(smooth_image(), 'rgb8')
+        send(pub, msg, outputs.complete)  # connected
+        first = next_stamp()
+        stamps = list(range(first, first + 20))
+        for s in stamps:
+            msg.header.stamp.sec = s
+            pub.publish(msg)
+        wait_for(lambda: all(outputs.get('score', s) for s in stamps), 60, 'all 20 frames')
+        values = client.diagnostics('flowclas: /every/image')[2]
+        assert values['frames_superseded'] == '0'
+    finally:
+        assert node.stop() == 0, node.text()
+
+
+def test_overload_keeps_latency_bounded_and_counts_superseded_frames(logs, client, tmp_path):
+    model_dir = make_model(tmp_path / 'm320', 320)
+    node = _start(
+        logs, client, 'busy', 'image', model_dir=str(model_dir), cpu_threads=1,
+        diagnostics_period_s=0.5,
+    )  # fmt: skip
+    try:
+        pub = client.publisher('/busy/image', Image)
+        outputs = Outputs(client, '/busy', names=('score',))
+        msg = encode(smooth_image(480, 640), 'rgb8')
+        send(pub, msg, outputs.complete)  # connected and warm
+        arrivals = {}
+        scores = outputs.lists['score']
+        first = next_stamp()
+        period, count = 1 / 60, 180  # three seconds at 60 Hz
+        start = time.monotonic()
+        for i in range(count):
+            msg.header.stamp.sec = first + i
+            pub.publish(msg)
+            for m in scores:
+                arrivals.setdefault(m.header.stamp.sec, time.monotonic())
+            time.sleep(max(0.0, start + (i + 1) * period - time.monotonic()))
+        stop = time.monotonic()
+        time.sleep(3.0)
+        values = client.diagnostics('flowclas: /busy/image')[2]
+        done = [s for s in (m.header.stamp.sec for m in scores) if s >= first]
+        assert 0 < len(done) < count
+        dropped = int(values['frames_superseded']) + int(values['frames_lost'])
+        assert dropped >= count - len(done) - 5
+        # Newest-frame processing: the last output is for one of the last frames sent, not
+        # the tail of a backlog still being worked through seconds later.
+        assert max(done) >= first + count - 10
+        late = [s for s, t in arrivals.items() if s >= first and t > stop + 1.0]
+        assert not late
+    finally:
+        assert node.stop() == 0, node.text()
+
+
+def test_missing_model_is_an_error_status_until_a_good_one_is_set(
+    logs, client, model_dir, detector
+):
+    node = _start(logs, client, 'nomodel', 'image', model_dir='/nonexistent/model')
+    try:
+        status = 'flowclas: /nomodel/image'
+        level, message, _ = wait_for(
+            lambda: (d := client.diagnostics(status)) and d[0] == ERROR and d, 30, 'ERROR'
+        )
+        assert 'model directory not found' in message
+        pub = client.publisher('/nomodel/image', Image)
+        outputs = Outputs(client, '/nomodel', names=('score',))
+        msg = encode(smooth_image(), 'rgb8')
+
+        def rejected(_):
+            return int(client.diagnostics(status)[2].get('rejected.no_model', 0)) >= 1
+
+        send(pub, msg, rejected)
+        (result,) = client.set_parameters(node.name, model_dir=str(model_dir))
+        assert result.successful
+        stamp = send(pub, msg, outputs.complete)
+        expected = detector(image_to_rgb(msg))
+        np.testing.assert_allclose(_array(outputs.get('score', stamp), '<f4'), expected, atol=1e-4)
+    finally:
+        assert node.stop() == 0, node.text()
+
+
+def test_invalid_parameters_stop_the_node_with_one_line(logs, client):
+    node = NodeProcess(logs, 'invalid', backend='caffe')
+    node.proc.wait(60)
+    assert node.stop() == 2
+    text = node.text()
+    assert 'invalid parameters: backend must be one of' in text
+    assert 'Traceback' not in text

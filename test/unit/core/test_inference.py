@@ -1,0 +1,105 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The single-image inference entry point and the mask it feeds."""
+
+import numpy as np
+import pytest
+import torch
+
+from flowclas_ros.core.config import Calibration, ModelConfig
+from flowclas_ros.core.data.images import to_batch
+from flowclas_ros.core.errors import ConfigError, InputError
+from flowclas_ros.core.inference import Detector, anomaly_mask
+from flowclas_ros.core.model import build_model, load_model, save_model
+from flowclas_ros.core.scoring import calibrate
+
+
+@pytest.fixture(scope='module')
+def model():
+    config = ModelConfig(input_size=[64, 64])
+    config.calibration = Calibration(center=1.5, width=0.2)
+    return build_model(config).eval()
+
+
+def _image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_scores_match_the_model_at_the_frame_size(model):
+    rgb = _image(48, 80)
+    scores = Detector(model)(rgb)
+    assert scores.shape == (48, 80)
+    assert scores.dtype == np.float32
+    with torch.no_grad():
+        raw = torch.nn.functional.interpolate(
+            model.patch_scores(model.features(to_batch([rgb], (64, 64))))[:, None],
+            size=(48, 80),
+            mode='bilinear',
+            align_corners=False,
+        )[0, 0]
+        expected = calibrate(raw, model.config.calibration).numpy()
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    assert scores.min() >= 0.0
+    assert scores.max() <= 1.0
+
+
+def test_a_frame_at_the_model_size_equals_forward(model):
+    rgb = _image(64, 64, seed=1)
+    with torch.no_grad():
+        raw = model(to_batch([rgb], (64, 64)))
+    expected = calibrate(raw, model.config.calibration)[0].numpy()
+    np.testing.assert_allclose(Detector(model)(rgb), expected, atol=1e-6)
+
+
+def test_output_scale(model):
+    assert Detector(model, output_scale=0.5)(_image(48, 80)).shape == (24, 40)
+
+
+def test_keep_aspect_keeps_pixel_count_and_aspect():
+    config = ModelConfig(input_size=[320, 320])
+    detector = Detector(build_model(config), size_policy='keep_aspect')
+    h, w = detector.network_size(480, 640)
+    assert h % 32 == 0
+    assert w % 32 == 0
+    assert abs(w / h - 640 / 480) < 0.15
+    assert abs(h * w / 320**2 - 1) < 0.15
+    assert Detector(build_model(config)).network_size(480, 640) == (320, 320)
+
+
+def test_bad_settings_and_frames(model):
+    with pytest.raises(ConfigError, match='size policy'):
+        Detector(model, size_policy='crop')
+    with pytest.raises(ConfigError, match='output_scale'):
+        Detector(model, output_scale=0)
+    detector = Detector(model)
+    with pytest.raises(InputError) as info:
+        detector(np.zeros((0, 5, 3), np.uint8))
+    assert info.value.reason == 'empty_image'
+    with pytest.raises(InputError) as info:
+        detector(np.zeros((5, 5), np.uint8))
+    assert info.value.reason == 'bad_image'
+
+
+def test_nan_producing_weights_are_caught(tmp_path, model):
+    save_model(model, tmp_path / 'm')
+    broken = load_model(tmp_path / 'm')
+    with torch.no_grad():
+        next(broken.flow.parameters()).fill_(float('nan'))
+    with pytest.raises(InputError) as info:
+        Detector(broken)(_image(32, 32))
+    assert info.value.reason == 'non_finite_scores'
+
+
+def test_mask_threshold_and_min_area():
+    scores = np.zeros((20, 20), np.float32)
+    scores[2:4, 2:4] = 0.9  # 4 pixels
+    scores[10:16, 10:16] = 0.8  # 36 pixels
+    mask = anomaly_mask(scores, 0.5)
+    assert mask.dtype == np.uint8
+    assert set(np.unique(mask)) == {0, 255}
+    assert (mask == 255).sum() == 40
+    assert (anomaly_mask(scores, 0.85) == 255).sum() == 4
+    kept = anomaly_mask(scores, 0.5, min_area=5)
+    assert (kept == 255).sum() == 36
+    assert kept[2, 2] == 0
+    assert not anomaly_mask(scores, 0.5, min_area=100).any()

@@ -1,0 +1,64 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The parameter table, its validation and the shipped YAML that documents it."""
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flowclas_ros.ros.params import PARAMS, NodeParams
+
+CONFIG = Path(__file__).resolve().parents[3] / 'config' / 'flowclas.yaml'
+
+
+def test_shipped_yaml_lists_every_parameter_with_its_default():
+    values = yaml.safe_load(CONFIG.read_text())['/**']['ros__parameters']
+    assert list(values) == list(PARAMS)
+    defaults = NodeParams()
+    for name, value in values.items():
+        assert value == getattr(defaults, name), name
+    lines = CONFIG.read_text().splitlines()
+    for name, meta in PARAMS.items():
+        assert meta['when'] in ('live', 'reload', 'restart')
+        at = next(i for i, line in enumerate(lines) if line.startswith(f'    {name}:'))
+        assert lines[at - 1].endswith(f'[{meta["when"]}]'), f'{name}: comment says when'
+
+
+def test_every_field_is_documented():
+    for f in fields(NodeParams):
+        assert f.metadata['doc'], f.name
+
+
+def test_replace_coerces_yaml_integers_to_floats():
+    p = NodeParams().replace({'threshold': 1, 'score_range': [0, 2], 'max_rate_hz': 5})
+    assert p.threshold == 1.0
+    assert isinstance(p.threshold, float)
+    assert p.score_range == [0.0, 2.0]
+    assert all(isinstance(v, float) for v in p.score_range)
+    assert isinstance(p.max_rate_hz, float)
+
+
+@pytest.mark.parametrize(
+    ('values', 'message'),
+    [
+        ({'threshold': 1.5}, 'threshold'),
+        ({'threshold': 'high'}, 'threshold must be float'),
+        ({'score_range': [1.0, 0.0]}, 'score_range'),
+        ({'score_range': [0.0]}, 'score_range'),
+        ({'backend': 'tensorflow'}, 'backend'),
+        ({'input_transport': 'theora'}, 'input_transport'),
+        ({'input_reliability': 'sometimes'}, 'input_reliability'),
+        ({'input_size_policy': 'crop'}, 'input_size_policy'),
+        ({'cameras': []}, 'cameras'),
+        ({'cameras': ['a', 'a']}, 'cameras'),
+        ({'input_depth': 0}, 'input_depth'),
+        ({'output_scale': 0.0}, 'output_scale'),
+        ({'mask_min_area': True}, 'mask_min_area must be int'),
+        ({'no_such_thing': 1}, 'unknown parameter'),
+    ],
+)
+def test_invalid_values_are_refused_with_the_reason(values, message):
+    with pytest.raises(ValueError, match=message):
+        NodeParams().replace(values)
