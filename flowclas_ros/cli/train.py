@@ -44,6 +44,12 @@ def parser() -> argparse.ArgumentParser:
         help='odd k > 1 appends a k x k local mean of the features (0: off)',
     )
     p.add_argument('--score', choices=('nll', 'latent'), default=d.score)
+    p.add_argument(
+        '--score-smoothing',
+        type=float,
+        default=d.score_smoothing,
+        help='Gaussian sigma in patches over the score map (0: off)',
+    )
     p.add_argument('--seed', type=int, default=d.train.seed)
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
     p.add_argument('--resume', action='store_true', help='continue from train_state.pt')
@@ -74,6 +80,7 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
     config.flow.steps = args.flow_steps
     config.flow.hidden_ratio = args.hidden_ratio
     config.context_window = args.context_window
+    config.score_smoothing = args.score_smoothing
     config.score = args.score
     return config
 

@@ -84,6 +84,9 @@ class ModelConfig:
     score: str = 'nll'
     # >1: append a k x k local mean of the features, so each patch sees its surroundings.
     context_window: int = 0
+    # Gaussian sigma, in patches, over the patch score map: one defect spans several patches,
+    # so averaging neighbours removes single-patch noise (anomalib blurs its maps likewise).
+    score_smoothing: float = 1.0
     calibration: Calibration = field(default_factory=Calibration)
     feature_channels: int = 0
     version: int = 1

@@ -16,6 +16,7 @@ from flowclas_ros.core.backbones import FeatureExtractor, build_backbone
 from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.flow import Flow
+from flowclas_ros.core.scoring import smooth
 
 CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'flow.safetensors'
@@ -72,14 +73,17 @@ class FlowClasModel(nn.Module):
         """Per-patch raw anomaly score ``(B, h, w)``; larger is more anomalous.
 
         ``nll``: negative log-likelihood per dimension, log-det included. ``latent``: the
-        bounded ``1 - exp(mean_c(-z~^2 / 2 - log sigma))`` on the standardized latent.
+        bounded ``1 - exp(mean_c(-z~^2 / 2 - log sigma))`` on the standardized latent. Both are
+        then smoothed over neighbouring patches by ``config.score_smoothing``.
         """
         log_prob, z = self.flow.log_prob(feats)
         if self.config.score == 'nll':
-            return -log_prob / self.channels
-        zt = self.flow.base.standardize(z)
-        inner = (-0.5 * zt.square() - self.flow.base.log_std).mean(dim=1)
-        return 1 - torch.exp(inner)
+            scores = -log_prob / self.channels
+        else:
+            zt = self.flow.base.standardize(z)
+            inner = (-0.5 * zt.square() - self.flow.base.log_std).mean(dim=1)
+            scores = 1 - torch.exp(inner)
+        return smooth(scores, self.config.score_smoothing)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         scores = self.patch_scores(self.features(images))

@@ -7,8 +7,11 @@ A fixed range lets heatmaps and thresholds mean the same thing across frames and
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from flowclas_ros.core.config import Calibration
 
@@ -29,3 +32,16 @@ def fit_calibration(normal_scores: np.ndarray) -> Calibration:
 def calibrate(scores: torch.Tensor, calibration: Calibration) -> torch.Tensor:
     """``sigmoid((s - center) / width)``: 0.5 at the normal 99th percentile, monotone."""
     return torch.sigmoid((scores - calibration.center) / calibration.width)
+
+
+def smooth(scores: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, h, w)`` maps; edges replicate, so borders stay unbiased."""
+    if sigma <= 0:
+        return scores
+    radius = math.ceil(3 * sigma)
+    t = torch.arange(-radius, radius + 1, dtype=scores.dtype, device=scores.device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = F.pad(scores[:, None], (radius, radius, radius, radius), mode='replicate')
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    return F.conv2d(x, kernel.view(1, 1, -1, 1))[:, 0]

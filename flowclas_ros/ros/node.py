@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image as PILImage
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import rclpy
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -41,6 +40,11 @@ from flowclas_ros.ros.conversions import (
 )
 from flowclas_ros.ros.diagnostics import ERROR, STALE, WARN, CameraStats, Limits
 from flowclas_ros.ros.params import PARAMS, NodeParams
+
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
 
 try:  # Iron and newer pass the publisher's sequence number, which reveals frames DDS dropped.
     from rclpy.subscription import MessageInfo  # noqa: F401
@@ -180,12 +184,13 @@ class FlowClasNode(Node):
             except (FlowclasError, OSError, RuntimeError, ValueError) as exc:
                 self._model_error = str(exc)
                 self.get_logger().error(f'cannot load model: {exc}')
-                return
+            else:
+                detector.output_scale = self.params.output_scale  # may have changed meanwhile
+                self._detector, self._device = detector, device
+                self._model_dir, self._model_error = params.model_dir, ''
+                self.get_logger().info(f'model {params.model_dir} loaded on {device}')
             finally:
                 self._loading = False
-            self._detector, self._device = detector, device
-            self._model_dir, self._model_error = params.model_dir, ''
-            self.get_logger().info(f'model {params.model_dir} loaded on {device}')
 
     # ----- parameters ------------------------------------------------------------------------
 
