@@ -53,6 +53,8 @@ setup(
             'flowclas-train = flowclas_ros.cli.train:main',
             'flowclas-eval = flowclas_ros.cli.eval:main',
             'flowclas-demo = flowclas_ros.cli.demo:main',
+            'flowclas-export = flowclas_ros.cli.export:main',
+            'flowclas-bench = flowclas_ros.cli.bench:main',
             'flowclas_node = flowclas_ros.ros.node:main',
         ],
     },

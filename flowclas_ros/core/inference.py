@@ -15,7 +15,9 @@ from scipy import ndimage
 import torch
 
 from flowclas_ros.core.data.images import to_batch
+from flowclas_ros.core.engines import Engine, build_engine
 from flowclas_ros.core.errors import ConfigError, InputError
+from flowclas_ros.core.export import model_fingerprint
 from flowclas_ros.core.model import FlowClasModel, load_model, upsample
 from flowclas_ros.core.scoring import calibrate
 
@@ -34,7 +36,11 @@ class Detector:
     """
 
     def __init__(
-        self, model: FlowClasModel, size_policy: str = 'model', output_scale: float = 1.0
+        self,
+        model: FlowClasModel,
+        size_policy: str = 'model',
+        output_scale: float = 1.0,
+        engine: Engine | None = None,
     ) -> None:
         if size_policy not in SIZE_POLICIES:
             raise ConfigError(f'unknown size policy {size_policy!r}; choose from {SIZE_POLICIES}')
@@ -44,6 +50,7 @@ class Detector:
         self.size_policy = size_policy
         self.output_scale = output_scale
         self.device = next(model.flow.parameters()).device
+        self.engine = engine if engine is not None else build_engine('torch', model)
 
     @classmethod
     def load(
@@ -53,8 +60,26 @@ class Detector:
         backbone_weights: str | None = None,
         size_policy: str = 'model',
         output_scale: float = 1.0,
+        backend: str = 'torch',
+        precision: str = 'fp32',
+        cache_dir: str | Path | None = None,
+        compile_mode: str = 'none',
     ) -> Detector:
-        return cls(load_model(model_dir, backbone_weights, device), size_policy, output_scale)
+        """Load a model directory and put it behind ``backend``.
+
+        ONNX Runtime and TensorRT keep their exported graphs and engines in ``cache_dir``
+        (default: ``<model_dir>/engines``), named by a hash of the model files.
+        """
+        model = load_model(model_dir, backbone_weights, device)
+        engine = build_engine(
+            backend,
+            model,
+            precision,
+            Path(cache_dir) if cache_dir else Path(model_dir) / 'engines',
+            model_fingerprint(model_dir, model.config.backbone.weights),
+            compile_mode,
+        )
+        return cls(model, size_policy, output_scale, engine)
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """The size a ``height x width`` frame is resized to before the backbone."""
@@ -76,16 +101,21 @@ class Detector:
         Raises:
             InputError: the frame is empty or not RGB, or the model produced NaN or inf.
         """
+        return self.postprocess(self.engine(self.preprocess(rgb)), rgb.shape[:2])
+
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """Frame -> ``(1, 3, H, W)`` float batch at the network size, on the device."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InputError('bad_image', f'expected uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}')
         height, width = rgb.shape[:2]
         if height == 0 or width == 0:
             raise InputError('empty_image', f'image is {height}x{width}')
-        batch = to_batch([rgb], self.network_size(height, width)).to(self.device)
-        scores = self.model.patch_scores(self.model.features(batch))
-        scores = upsample(scores, self.output_size(height, width))
-        scores = calibrate(scores, self.model.config.calibration)
-        out = scores[0].float().cpu().numpy()
+        return to_batch([rgb], self.network_size(height, width), self.device)
+
+    def postprocess(self, scores: torch.Tensor, frame_size: tuple[int, int]) -> np.ndarray:
+        """Raw patch scores -> calibrated scores at the output size, copied to the host once."""
+        scores = upsample(scores, self.output_size(*frame_size))
+        out = calibrate(scores, self.model.config.calibration)[0].float().cpu().numpy()
         if not np.isfinite(out).all():
             raise InputError('non_finite_scores', 'the model produced NaN or inf scores')
         return out

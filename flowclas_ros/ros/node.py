@@ -178,6 +178,10 @@ class FlowClasNode(Node):
                     params.backbone_weights or None,
                     params.input_size_policy,
                     params.output_scale,
+                    params.backend,
+                    params.precision,
+                    params.engine_cache_dir or None,
+                    params.torch_compile,
                 )
                 # The first call is several times slower (allocation, kernel choice): pay it now.
                 detector(np.zeros((*detector.model.config.input_size, 3), np.uint8))
@@ -355,6 +359,7 @@ class FlowClasNode(Node):
         limits = Limits(p.expected_rate_hz, p.max_latency_ms, p.input_timeout_s)
         info = {
             'backend': p.backend,
+            'precision': p.precision,
             'device': self._device or p.device,
             'model_dir': self._model_dir,
             'input_reliability': p.input_reliability,

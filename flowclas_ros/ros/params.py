@@ -14,7 +14,9 @@ from typing import Any
 
 from flowclas_ros.core.inference import SIZE_POLICIES
 
-BACKENDS = ('torch',)
+BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
+PRECISIONS = ('fp32', 'fp16', 'bf16')
+COMPILE_MODES = ('none', 'default', 'reduce-overhead', 'max-autotune')
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('reliable', 'best_effort')
 
@@ -32,6 +34,15 @@ class NodeParams:
     model_dir: str = _param('', 'reload', 'model directory written by flowclas-train')
     backbone_weights: str = _param('', 'reload', 'backbone checkpoint overriding the stored path')
     backend: str = _param('torch', 'reload', f'inference backend: {", ".join(BACKENDS)}')
+    precision: str = _param(
+        'fp32', 'reload', 'fp32, fp16 (CUDA; TensorRT builds per layer), bf16 (torch only)'
+    )
+    engine_cache_dir: str = _param(
+        '', 'reload', 'exported ONNX graphs and TensorRT engines ("" = <model_dir>/engines)'
+    )
+    torch_compile: str = _param(
+        'none', 'reload', 'torch backend: none, default, reduce-overhead (CUDA graphs)'
+    )
     device: str = _param('auto', 'reload', 'auto (cuda when present), cpu, cuda or cuda:N')
     input_size_policy: str = _param(
         'model',
@@ -83,6 +94,8 @@ class NodeParams:
     def validate(self) -> None:
         checks = [
             (self.backend in BACKENDS, f'backend must be one of {BACKENDS}'),
+            (self.precision in PRECISIONS, f'precision must be one of {PRECISIONS}'),
+            (self.torch_compile in COMPILE_MODES, f'torch_compile must be one of {COMPILE_MODES}'),
             (self.input_size_policy in SIZE_POLICIES, f'input_size_policy: {SIZE_POLICIES}'),
             (0 < self.output_scale <= 4, 'output_scale must be in (0, 4]'),
             (self.cpu_threads >= 0, 'cpu_threads must be >= 0'),

@@ -368,3 +368,23 @@ def test_invalid_parameters_stop_the_node_with_one_line(logs, client):
     text = node.text()
     assert 'invalid parameters: backend must be one of' in text
     assert 'Traceback' not in text
+
+
+def test_onnxruntime_backend(logs, client, model_dir, detector, tmp_path):
+    node = _start(
+        logs, client, 'ort', 'image', model_dir=str(model_dir), backend='onnxruntime',
+        engine_cache_dir=str(tmp_path / 'engines'),
+    )  # fmt: skip
+    try:
+        status = 'flowclas: /ort/image'
+        wait_for(lambda: client.diagnostics(status)[0] == STALE, 60, 'the engine to load')
+        pub = client.publisher('/ort/image', Image)
+        outputs = Outputs(client, '/ort', names=('score',))
+        msg = encode(smooth_image(seed=9), 'bgr8')
+        stamp = send(pub, msg, outputs.complete)
+        expected = detector(image_to_rgb(msg))
+        np.testing.assert_allclose(_array(outputs.get('score', stamp), '<f4'), expected, atol=1e-4)
+        assert client.diagnostics(status)[2]['backend'] == 'onnxruntime'
+        assert list((tmp_path / 'engines').glob('*.onnx'))
+    finally:
+        assert node.stop() == 0, node.text()

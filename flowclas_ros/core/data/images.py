@@ -89,16 +89,19 @@ def list_split(folder: str | Path) -> list[SplitItem]:
     return items
 
 
-def to_batch(images: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
+def to_batch(
+    images: list[np.ndarray], size: tuple[int, int], device: str | torch.device = 'cpu'
+) -> torch.Tensor:
     """uint8 ``(H, W, 3)`` arrays -> ``(B, 3, h, w)`` float in [0, 1] at the model's input size.
 
-    Antialiased bilinear resizing in torch, the same in training, evaluation and the node.
+    Antialiased bilinear resizing in torch, the same in training, evaluation and the node. The
+    uint8 frame moves to ``device`` first: a quarter of the bytes, and the resize runs there.
     """
     out = []
     for image in images:
         # Frames straight from a message buffer are read-only; torch wants to own writable memory.
         image = np.ascontiguousarray(image) if image.flags.writeable else image.copy()
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255
         if tuple(x.shape[-2:]) != tuple(size):
             x = F.interpolate(x, size=tuple(size), mode='bilinear', antialias=True)
         out.append(x.clamp_(0, 1))

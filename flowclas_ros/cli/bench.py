@@ -1,0 +1,207 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""flowclas-bench: per-stage latency, throughput, start-up time and peak memory per backend.
+
+    flowclas-bench --model runs/mt --backend torch onnxruntime
+    flowclas-bench --backbone dinov2_vits14 --input-size 448 448 --device cuda --precision fp16
+
+Without ``--model`` a model of the given configuration with an untrained flow is used (and a
+randomly initialised DINOv2 without ``--weights``): speed does not depend on the weights.
+Stages: preprocess (upload, resize), engine (backbone + flow + score; for the torch backend
+also split into backbone and flow), postprocess (upsample, calibrate, copy to the host).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import statistics
+import tempfile
+import time
+
+from flowclas_ros.cli.common import run_tool
+
+BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='flowclas-bench',
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument('--model', help='model directory (default: untrained, as configured below)')
+    p.add_argument('--backbone', default='efficientnet_lite0')
+    p.add_argument('--weights', help='backbone checkpoint (DINOv2: random init without one)')
+    p.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'))
+    p.add_argument('--backend', nargs='+', choices=BACKENDS, default=['torch'])
+    p.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'))
+    p.add_argument(
+        '--compile', default='none', choices=('none', 'default', 'reduce-overhead', 'max-autotune')
+    )
+    p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
+    p.add_argument('--frame-size', type=int, nargs=2, default=(480, 640), metavar=('H', 'W'))
+    p.add_argument('--iterations', type=int, default=50)
+    p.add_argument('--warmup', type=int, default=5)
+    p.add_argument('--json', help='write the results here too')
+    return p
+
+
+def _default_model(args: argparse.Namespace, directory: Path) -> Path:
+    from flowclas_ros.core.config import ModelConfig
+    from flowclas_ros.core.model import build_model, save_model
+
+    config = ModelConfig()
+    config.backbone.name = args.backbone
+    config.backbone.weights = args.weights
+    if args.input_size:
+        config.input_size = list(args.input_size)
+    elif args.backbone.startswith('dinov2'):
+        config.input_size = [448, 448]
+    save_model(build_model(config), directory)
+    return directory
+
+
+def _peak_memory_mb(device: str) -> float:
+    import torch
+
+    if device.startswith('cuda'):
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, device: str) -> dict:
+    import numpy as np
+    import torch
+
+    from flowclas_ros.core.inference import Detector
+
+    cuda = device.startswith('cuda')
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (*args.frame_size, 3), dtype=np.uint8)
+    start = time.perf_counter()
+    detector = Detector.load(
+        model_dir,
+        device,
+        backend=backend,
+        precision=args.precision,
+        cache_dir=Path(model_dir) / 'engines',
+        compile_mode=args.compile,
+    )
+    for _ in range(max(1, args.warmup)):
+        detector(frame)
+    sync()
+    startup = time.perf_counter() - start
+
+    model, engine = detector.model, detector.engine
+    stages: dict[str, list[float]] = {'preprocess': [], 'engine': [], 'postprocess': []}
+    split = backend == 'torch' and args.compile == 'none'
+    if split:
+        stages |= {'backbone': [], 'flow': []}
+    totals = []
+    for _ in range(args.iterations):
+        t0 = time.perf_counter()
+        batch = detector.preprocess(frame)
+        sync()
+        t1 = time.perf_counter()
+        scores = engine(batch)
+        sync()
+        t2 = time.perf_counter()
+        detector.postprocess(scores, frame.shape[:2])
+        t3 = time.perf_counter()
+        stages['preprocess'].append(t1 - t0)
+        stages['engine'].append(t2 - t1)
+        stages['postprocess'].append(t3 - t2)
+        totals.append(t3 - t0)
+        if split:  # the same work again, timed in two parts
+            with (
+                torch.no_grad(),
+                torch.autocast(
+                    batch.device.type,
+                    dtype=torch.float16 if args.precision == 'fp16' else torch.bfloat16,
+                    enabled=args.precision != 'fp32',
+                ),
+            ):
+                t4 = time.perf_counter()
+                feats = model.features(batch)
+                sync()
+                t5 = time.perf_counter()
+                model.patch_scores(feats)
+                sync()
+                t6 = time.perf_counter()
+            stages['backbone'].append(t5 - t4)
+            stages['flow'].append(t6 - t5)
+    median_total = statistics.median(totals) * 1000
+    return {
+        'backend': backend,
+        'precision': args.precision,
+        'compile': args.compile if backend == 'torch' else 'n/a',
+        'device': device,
+        'network_size': list(detector.network_size(*args.frame_size)),
+        'frame_size': list(args.frame_size),
+        'startup_s': round(startup, 3),
+        'median_ms': {k: round(statistics.median(v) * 1000, 3) for k, v in stages.items()},
+        'total_median_ms': round(median_total, 3),
+        'total_p95_ms': round(float(np.percentile(totals, 95)) * 1000, 3),
+        'throughput_fps': round(1000 / median_total, 2),
+        'peak_memory_mb': round(_peak_memory_mb(device), 1),
+    }
+
+
+def format_table(results: list[dict]) -> str:
+    cols = ('preprocess', 'backbone', 'flow', 'engine', 'postprocess')
+    head = f'{"backend":<12} {"prec":<5} {"start s":>8} ' + ' '.join(f'{c:>11}' for c in cols)
+    head += f' {"total ms":>9} {"p95 ms":>8} {"fps":>8} {"peak MB":>8}'
+    lines = [head]
+    for r in results:
+        stage = ' '.join(
+            f'{r["median_ms"][c]:>11.2f}' if c in r['median_ms'] else f'{"-":>11}' for c in cols
+        )
+        lines.append(
+            f'{r["backend"]:<12} {r["precision"]:<5} {r["startup_s"]:>8.2f} {stage} '
+            f'{r["total_median_ms"]:>9.2f} {r["total_p95_ms"]:>8.2f} {r["throughput_fps"]:>8.1f} '
+            f'{r["peak_memory_mb"]:>8.0f}'
+        )
+    base = results[0]
+    for r in results[1:]:
+        ratio = r['total_median_ms'] / base['total_median_ms']
+        lines.append(f'{r["backend"]} / {base["backend"]} median total time: {ratio:.3f}')
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+
+    def body() -> int:
+        from flowclas_ros.core.device import resolve_device
+
+        device = resolve_device(args.device)
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = Path(args.model) if args.model else _default_model(args, Path(tmp))
+            results = [bench_backend(args, model_dir, b, device) for b in args.backend]
+        first = results[0]
+        print(
+            f'{first["device"]}, frame {first["frame_size"][0]}x{first["frame_size"][1]} -> '
+            f'network {first["network_size"][0]}x{first["network_size"][1]}, batch 1, '
+            f'{args.iterations} iterations, medians'
+        )
+        print(format_table(results))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + '\n')
+        return 0
+
+    return run_tool('flowclas-bench', body)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""ONNX Runtime on the exported graph: CPU here, the CUDA execution provider where present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowclas_ros.core.engines.base import Engine, ExportedGraphs
+from flowclas_ros.core.errors import ConfigError
+from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAME
+from flowclas_ros.core.model import FlowClasModel
+
+
+class OnnxRuntimeEngine(Engine):
+    """One ``InferenceSession`` per input size; on CUDA, torch tensors are bound in place."""
+
+    name = 'onnxruntime'
+
+    def __init__(
+        self, model: FlowClasModel, precision: str, cache_dir: Path, fingerprint: str
+    ) -> None:
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise ConfigError(
+                "backend onnxruntime needs it installed: pip install 'flowclas_ros[onnx]'"
+            ) from exc
+        self._ort = onnxruntime
+        self.precision = precision
+        self.graphs = ExportedGraphs(model, precision, cache_dir, fingerprint)
+        self.device = next(model.flow.parameters()).device
+        available = onnxruntime.get_available_providers()
+        if self.device.type == 'cuda':
+            if 'CUDAExecutionProvider' not in available:
+                raise ConfigError(
+                    'onnxruntime has no CUDA execution provider here '
+                    f'(available: {", ".join(available)}); install onnxruntime-gpu or use cpu'
+                )
+            self.providers = [
+                ('CUDAExecutionProvider', {'device_id': self.device.index or 0}),
+                'CPUExecutionProvider',
+            ]
+        else:
+            if precision == 'fp16':
+                raise ConfigError('onnxruntime fp16 needs CUDA; use fp32 on the CPU')
+            self.providers = ['CPUExecutionProvider']
+        self._sessions: dict[tuple[int, int], object] = {}
+
+    def _session(self, size: tuple[int, int]):  # noqa: ANN202 - onnxruntime.InferenceSession
+        if size not in self._sessions:
+            options = self._ort.SessionOptions()
+            options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            path = str(self.graphs.path(size))
+            self._sessions[size] = self._ort.InferenceSession(
+                path, options, providers=self.providers
+            )
+        return self._sessions[size]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        session = self._session(tuple(images.shape[-2:]))
+        if self.device.type != 'cuda':
+            (scores,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+            return torch.from_numpy(scores)
+        images = images.contiguous()
+        out_shape = session.get_outputs()[0].shape
+        scores = torch.empty(out_shape, dtype=torch.float32, device=self.device)
+        binding = session.io_binding()
+        index = self.device.index or 0
+        binding.bind_input(
+            INPUT_NAME, 'cuda', index, np.float32, list(images.shape), images.data_ptr()
+        )
+        binding.bind_output(
+            OUTPUT_NAME, 'cuda', index, np.float32, list(scores.shape), scores.data_ptr()
+        )
+        session.run_with_iobinding(binding)
+        return scores

