@@ -21,8 +21,8 @@ import tempfile
 import time
 
 from flowclas_ros.cli.common import run_tool
-
-BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
+from flowclas_ros.core.engines import BACKENDS
+from flowclas_ros.core.engines.pytorch import COMPILE_MODES, PRECISIONS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,10 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--weights', help='backbone checkpoint (DINOv2: random init without one)')
     p.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'))
     p.add_argument('--backend', nargs='+', choices=BACKENDS, default=['torch'])
-    p.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'))
-    p.add_argument(
-        '--compile', default='none', choices=('none', 'default', 'reduce-overhead', 'max-autotune')
-    )
+    p.add_argument('--precision', default='fp32', choices=tuple(PRECISIONS))
+    p.add_argument('--compile', default='none', choices=COMPILE_MODES)
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
     p.add_argument('--frame-size', type=int, nargs=2, default=(480, 640), metavar=('H', 'W'))
     p.add_argument('--iterations', type=int, default=50)
@@ -124,14 +122,7 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
         stages['postprocess'].append(t3 - t2)
         totals.append(t3 - t0)
         if split:  # the same work again, timed in two parts
-            with (
-                torch.no_grad(),
-                torch.autocast(
-                    batch.device.type,
-                    dtype=torch.float16 if args.precision == 'fp16' else torch.bfloat16,
-                    enabled=args.precision != 'fp32',
-                ),
-            ):
+            with torch.no_grad(), engine.autocast():
                 t4 = time.perf_counter()
                 feats = model.features(batch)
                 sync()

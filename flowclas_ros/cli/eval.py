@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
         device = resolve_device(args.device)
         model = load_model(args.model, args.weights, device)
-        metrics = evaluate(model, args.data, args.save_maps, device)
+        metrics = evaluate(model, args.data, args.save_maps)
         metrics['model'] = str(args.model)
         metrics['data'] = str(args.data)
         print(format_table(metrics))

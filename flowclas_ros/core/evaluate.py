@@ -17,8 +17,9 @@ import numpy as np
 from PIL import Image
 import torch
 
-from flowclas_ros.core.data.images import image_class, list_split, read_mask, read_rgb, to_batch
+from flowclas_ros.core.data.images import image_class, list_split, read_mask, read_rgb
 from flowclas_ros.core.errors import DataError
+from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.metrics import AuproMetric, PixelMetrics
 from flowclas_ros.core.model import FlowClasModel, upsample
 from flowclas_ros.core.scoring import calibrate
@@ -35,16 +36,8 @@ class _Scored:
     shape: tuple[int, int]
 
 
-def _patch_scores(model: FlowClasModel, rgb: np.ndarray, device: str) -> torch.Tensor:
-    batch = to_batch([rgb], tuple(model.config.input_size)).to(device)
-    return model.patch_scores(model.features(batch))[0].float().cpu()
-
-
 def evaluate(
-    model: FlowClasModel,
-    split_dir: str | Path,
-    save_maps: str | Path | None = None,
-    device: str = 'cpu',
+    model: FlowClasModel, split_dir: str | Path, save_maps: str | Path | None = None
 ) -> dict:
     """Metrics of ``model`` on ``split_dir`` (``images/``, ``masks/``), as a JSON-ready dict.
 
@@ -57,10 +50,11 @@ def evaluate(
         raise DataError(f'{split_dir} has no masks/ folder; evaluation needs ground truth')
     scored: list[_Scored] = []
     lo, hi = np.inf, -np.inf
+    detector = Detector(model)  # the node's preprocessing and engine, on the model's device
     with torch.no_grad():
         for item in items:
             rgb = read_rgb(item.image)
-            s = _patch_scores(model, rgb, device)
+            s = detector.engine(detector.preprocess(rgb))[0].cpu()
             if not torch.isfinite(s).all():
                 raise DataError(f'non-finite scores for {item.image}')
             lo, hi = min(lo, float(s.min())), max(hi, float(s.max()))

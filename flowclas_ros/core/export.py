@@ -64,7 +64,7 @@ def export_onnx(
     half = precision == 'fp16'
     # A copy for half precision: casting the caller's model back would lose its fp32 weights.
     graph = _ScoreGraph(copy.deepcopy(model).half() if half else model, half).eval()
-    example = torch.rand(1, 3, h, w, device=next(model.flow.parameters()).device)
+    example = torch.rand(1, 3, h, w, device=model.device)
     kwargs = (
         {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
     )

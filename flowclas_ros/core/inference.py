@@ -17,7 +17,6 @@ import torch
 from flowclas_ros.core.data.images import to_batch
 from flowclas_ros.core.engines import Engine, build_engine
 from flowclas_ros.core.errors import ConfigError, InputError
-from flowclas_ros.core.export import model_fingerprint
 from flowclas_ros.core.model import FlowClasModel, load_model, upsample
 from flowclas_ros.core.scoring import calibrate
 
@@ -49,7 +48,7 @@ class Detector:
         self.model = model
         self.size_policy = size_policy
         self.output_scale = output_scale
-        self.device = next(model.flow.parameters()).device
+        self.device = model.device
         self.engine = engine if engine is not None else build_engine('torch', model)
 
     @classmethod
@@ -71,14 +70,7 @@ class Detector:
         (default: ``<model_dir>/engines``), named by a hash of the model files.
         """
         model = load_model(model_dir, backbone_weights, device)
-        engine = build_engine(
-            backend,
-            model,
-            precision,
-            Path(cache_dir) if cache_dir else Path(model_dir) / 'engines',
-            model_fingerprint(model_dir, model.config.backbone.weights),
-            compile_mode,
-        )
+        engine = build_engine(backend, model, precision, model_dir, cache_dir, compile_mode)
         return cls(model, size_policy, output_scale, engine)
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:

@@ -55,6 +55,10 @@ class FlowClasModel(nn.Module):
     def channels(self) -> int:
         return self.flow.channels
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.flow.parameters()).device
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Frozen features ``(B, C, h, w)``, with their local context mean when configured.
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from flowclas_ros.core.engines import BACKENDS
+from flowclas_ros.core.engines.pytorch import COMPILE_MODES, PRECISIONS
 from flowclas_ros.core.inference import SIZE_POLICIES
 
-BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
-PRECISIONS = ('fp32', 'fp16', 'bf16')
-COMPILE_MODES = ('none', 'default', 'reduce-overhead', 'max-autotune')
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('reliable', 'best_effort')
 
@@ -94,7 +93,7 @@ class NodeParams:
     def validate(self) -> None:
         checks = [
             (self.backend in BACKENDS, f'backend must be one of {BACKENDS}'),
-            (self.precision in PRECISIONS, f'precision must be one of {PRECISIONS}'),
+            (self.precision in PRECISIONS, f'precision must be one of {tuple(PRECISIONS)}'),
             (self.torch_compile in COMPILE_MODES, f'torch_compile must be one of {COMPILE_MODES}'),
             (self.input_size_policy in SIZE_POLICIES, f'input_size_policy: {SIZE_POLICIES}'),
             (0 < self.output_scale <= 4, 'output_scale must be in (0, 4]'),

@@ -3,7 +3,6 @@
 """ONNX export and the three engines: ONNX Runtime against PyTorch, caches, error paths."""
 
 import json
-from pathlib import Path
 import subprocess
 import sys
 
@@ -153,7 +152,7 @@ def test_tensorrt_missing_is_explained(default_dir):
         import tensorrt  # noqa: F401
     except ImportError:
         with pytest.raises(ConfigError, match='TensorRT Python package'):
-            build_engine('tensorrt', load_model(default_dir), 'fp16', Path('/tmp'), 'x')
+            build_engine('tensorrt', load_model(default_dir), 'fp16', default_dir)
     else:
         pytest.skip('tensorrt is installed here; this checks the message when it is not')
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from flowclas_ros.core.engines.base import Engine
 from flowclas_ros.core.errors import ConfigError
+from flowclas_ros.core.export import model_fingerprint
 from flowclas_ros.core.model import FlowClasModel
 
 BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
@@ -23,8 +24,8 @@ def build_engine(
     backend: str,
     model: FlowClasModel,
     precision: str = 'fp32',
+    model_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
-    fingerprint: str = '',
     compile_mode: str = 'none',
 ) -> Engine:
     """The engine for ``backend`` on the model's device.
@@ -33,8 +34,9 @@ def build_engine(
         backend: ``torch``, ``onnxruntime`` or ``tensorrt``.
         model: the loaded model; ONNX-based engines export it on first use of a size.
         precision: ``fp32``, ``fp16`` or (torch only) ``bf16``.
-        cache_dir: where exported graphs and TensorRT engines are kept between runs.
-        fingerprint: identifies the model's weights in cached file names.
+        model_dir: the model's directory; ONNX-based engines name cached files by a hash of it.
+        cache_dir: where exported graphs and TensorRT engines are kept between runs (default:
+            ``<model_dir>/engines``).
         compile_mode: torch only: ``none``, ``default`` or ``reduce-overhead`` (CUDA graphs).
     """
     if backend == 'torch':
@@ -43,12 +45,14 @@ def build_engine(
         return TorchEngine(model, precision, compile_mode)
     if backend not in BACKENDS:
         raise ConfigError(f'unknown backend {backend!r}; choose from {BACKENDS}')
-    if cache_dir is None:
-        raise ConfigError(f'backend {backend} needs a cache directory for exported graphs')
+    if model_dir is None:
+        raise ConfigError(f'backend {backend} needs the model directory to cache its graphs')
+    cache = Path(cache_dir) if cache_dir else Path(model_dir) / 'engines'
+    fingerprint = model_fingerprint(model_dir, model.config.backbone.weights)
     if backend == 'onnxruntime':
         from flowclas_ros.core.engines.onnx_runtime import OnnxRuntimeEngine
 
-        return OnnxRuntimeEngine(model, precision, Path(cache_dir), fingerprint)
+        return OnnxRuntimeEngine(model, precision, cache, fingerprint)
     from flowclas_ros.core.engines.tensorrt import TensorRTEngine
 
-    return TensorRTEngine(model, precision, Path(cache_dir), fingerprint)
+    return TensorRTEngine(model, precision, cache, fingerprint)

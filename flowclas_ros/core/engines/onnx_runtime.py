@@ -32,7 +32,7 @@ class OnnxRuntimeEngine(Engine):
         self._ort = onnxruntime
         self.precision = precision
         self.graphs = ExportedGraphs(model, precision, cache_dir, fingerprint)
-        self.device = next(model.flow.parameters()).device
+        self.device = model.device
         available = onnxruntime.get_available_providers()
         if self.device.type == 'cuda':
             if 'CUDAExecutionProvider' not in available:

@@ -29,7 +29,7 @@ class TorchEngine(Engine):
             raise ConfigError(
                 f'unknown compile mode {compile_mode!r}; choose from {COMPILE_MODES}'
             )
-        device = next(model.flow.parameters()).device
+        device = model.device
         if precision == 'fp16' and device.type != 'cuda':
             raise ConfigError('fp16 needs a CUDA device; use bf16 or fp32 on the CPU')
         self.model = model
@@ -42,8 +42,12 @@ class TorchEngine(Engine):
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.patch_scores(self.model.features(images))
 
+    def autocast(self) -> torch.autocast:
+        """The precision context the engine runs in (the benchmark times stages inside it)."""
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast(self.device_type, dtype=dtype, enabled=dtype is not None)
+
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        dtype = PRECISIONS[self.precision]
-        with torch.autocast(self.device_type, dtype=dtype, enabled=dtype is not None):
+        with self.autocast():
             return self._run(images).float()

@@ -92,7 +92,7 @@ class TensorRTEngine(Engine):
                 'backend tensorrt needs the TensorRT Python package (JetPack ships it; on x86: '
                 'pip install tensorrt); or use backend onnxruntime or torch'
             ) from exc
-        self.device = next(model.flow.parameters()).device
+        self.device = model.device
         if self.device.type != 'cuda':
             raise ConfigError('backend tensorrt needs a CUDA device')
         self._trt = tensorrt
