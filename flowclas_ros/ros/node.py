@@ -69,7 +69,7 @@ class _Camera:
     def __init__(self, node: FlowClasNode, namespace: str, params: NodeParams) -> None:
         prefix = f'{namespace.strip("/")}/' if namespace.strip('/') else ''
         compressed = params.input_transport == 'compressed'
-        self.input_topic = f'{prefix}image/compressed' if compressed else f'{prefix}image'
+        topic = f'{prefix}image/compressed' if compressed else f'{prefix}image'
         self.convert = compressed_to_rgb if compressed else image_to_rgb
         self.pending: deque[_Frame] = deque()
         self.last_start = -math.inf
@@ -92,7 +92,7 @@ class _Camera:
         self.last_sequence: int | None = None
         self.subscription = node.create_subscription(
             CompressedImage if compressed else Image,
-            self.input_topic,
+            topic,
             callback,
             qos,
             event_callbacks=SubscriptionEventCallbacks(

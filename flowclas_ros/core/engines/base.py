@@ -14,10 +14,7 @@ from flowclas_ros.core.model import FlowClasModel
 
 
 class Engine:
-    """Raw patch scores for a preprocessed batch. Subclasses set ``name`` and ``precision``."""
-
-    name = 'engine'
-    precision = 'fp32'
+    """Raw patch scores for a preprocessed batch."""
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """``(1, 3, H, W)`` float in [0, 1] -> ``(1, h, w)`` float32, on the images' device."""

@@ -18,8 +18,6 @@ from flowclas_ros.core.model import FlowClasModel
 class OnnxRuntimeEngine(Engine):
     """One ``InferenceSession`` per input size; on CUDA, torch tensors are bound in place."""
 
-    name = 'onnxruntime'
-
     def __init__(
         self, model: FlowClasModel, precision: str, cache_dir: Path, fingerprint: str
     ) -> None:

@@ -20,8 +20,6 @@ class TorchEngine(Engine):
     ``reduce-overhead`` captures CUDA graphs, which removes per-kernel launch cost at batch 1.
     """
 
-    name = 'torch'
-
     def __init__(self, model: FlowClasModel, precision: str = 'fp32', compile_mode: str = 'none'):
         if precision not in PRECISIONS:
             raise ConfigError(f'unknown precision {precision!r}; choose from {tuple(PRECISIONS)}')

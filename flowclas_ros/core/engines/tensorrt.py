@@ -71,8 +71,6 @@ def cached_engine(path: Path, expected: dict[str, str], on_mismatch: str) -> byt
 
 
 class TensorRTEngine(Engine):
-    name = 'tensorrt'
-
     def __init__(
         self,
         model: FlowClasModel,
