@@ -185,8 +185,8 @@ class FlowClasNode(Node):
                 )
                 # The first call is several times slower (allocation, kernel choice): pay it now.
                 detector(np.zeros((*detector.model.config.input_size, 3), np.uint8))
-            except (FlowclasError, OSError, RuntimeError, ValueError) as exc:
-                self._model_error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - any load failure is a status, not a crash
+                self._model_error = str(exc) if isinstance(exc, FlowclasError) else repr(exc)
                 self.get_logger().error(f'cannot load model: {exc}')
             else:
                 detector.output_scale = self.params.output_scale  # may have changed meanwhile
