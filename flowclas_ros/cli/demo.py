@@ -30,9 +30,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from flowclas_ros.core.config import ModelConfig
+        from flowclas_ros.core.data.frames import split_frames
         from flowclas_ros.core.data.synthetic import make_surface_dataset
         from flowclas_ros.core.evaluate import evaluate
         from flowclas_ros.core.model import load_model
+        from flowclas_ros.core.report import write_report
         from flowclas_ros.core.train.trainer import train
 
         out = Path(args.out)
@@ -42,10 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = out / 'model'
         train(config, data / 'train' / 'images', model_dir, progress=not args.quiet)
         model = load_model(model_dir)
-        metrics = evaluate(model, data / 'test', save_maps=out / 'maps')
+        evaluation = evaluate(model, split_frames(data / 'test'), save_maps=out / 'maps')
+        metrics = evaluation.metrics
         (out / 'metrics.json').write_text(json.dumps(metrics, indent=2) + '\n')
+        report = write_report(out / 'report.html', evaluation, title='flowclas_ros demo')
         print(format_table(metrics))
         print(f'model: {model_dir}  panels (input | heatmap | mask | truth): {out / "maps"}')
+        print(f'report: {report}')
         return 0
 
     return run_tool('flowclas-demo', body)

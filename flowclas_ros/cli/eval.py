@@ -1,6 +1,12 @@
 # Copyright 2026 The flowclas_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""flowclas-eval: pixel metrics of a trained model on a split (images/, masks/)."""
+"""flowclas-eval: pixel metrics of a trained model on a split folder or a bag.
+
+On a bag every frame of ``--topic`` is scored as the node would score it, and the node's
+outputs (score, heatmap, mask, stamped like the input) are written to an output bag. With
+``--scores-topic`` the bag holds scores a live node published (recorded with flowclas-replay
+or ``ros2 bag record``) and only the metrics are computed.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +20,23 @@ from flowclas_ros.cli.common import run_tool
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='flowclas-eval', description=__doc__)
     p.add_argument('--model', required=True, help='model directory from flowclas-train')
-    p.add_argument('--data', required=True, help='split folder with images/ and masks/')
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument('--data', help='split folder with images/ and masks/')
+    source.add_argument('--bag', help='rosbag2 (sqlite3 or MCAP) or ROS 1 bag')
+    p.add_argument('--topic', help='image topic in --bag (sensor_msgs/Image or CompressedImage)')
+    p.add_argument(
+        '--scores-topic', help='32FC1 score topic in --bag recorded from a node (no inference)'
+    )
+    p.add_argument(
+        '--masks', help='ground truth for --bag: <stem>.png, matched by stamp (stem = ns) or order'
+    )
+    p.add_argument('--mask-topic', help='ground truth for --bag: mono8 labels matched by stamp')
+    p.add_argument('--out-bag', help='output bag for --bag (default: <bag>_anomaly beside it)')
+    p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3')
+    p.add_argument('--prefix', default='/anomaly', help='output topics: PREFIX/score, ...')
+    p.add_argument('--threshold', type=float, default=0.5, help='calibrated mask threshold')
     p.add_argument('--json', help='write the metrics here')
+    p.add_argument('--report', help='write a self-contained HTML report here')
     p.add_argument('--save-maps', help='write input|heatmap|mask|truth panels here')
     p.add_argument('--weights', help='override the backbone checkpoint path in the model')
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
@@ -34,23 +55,101 @@ def format_table(metrics: dict) -> str:
     return '\n'.join(lines)
 
 
+def _check(args: argparse.Namespace) -> None:
+    from flowclas_ros.core.errors import DataError
+
+    bag_only = ('topic', 'scores_topic', 'masks', 'mask_topic', 'out_bag')
+    if args.data and any(getattr(args, a) for a in bag_only):
+        raise DataError('--topic, --scores-topic, --masks, --mask-topic and --out-bag need --bag')
+    if args.bag and bool(args.topic) == bool(args.scores_topic):
+        raise DataError('--bag needs one of --topic (images) or --scores-topic (recorded scores)')
+    if args.masks and args.mask_topic:
+        raise DataError('give ground truth by --masks or by --mask-topic, not both')
+    if args.scores_topic and not (args.masks or args.mask_topic):
+        raise DataError(
+            '--scores-topic evaluates recorded scores: it needs --masks or --mask-topic'
+        )
+
+
+def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
+    """Score the bag, write the output bag; returns the evaluation (None without truth)."""
+    import torch
+
+    from flowclas_ros.core.data.bags import BagFrames, BagWriter, OutputTopics, write_outputs
+    from flowclas_ros.core.device import resolve_device
+    from flowclas_ros.core.evaluate import evaluate
+    from flowclas_ros.core.inference import Detector
+    from flowclas_ros.core.model import load_model
+
+    frames = BagFrames(args.bag, args.topic, args.masks, args.mask_topic)
+    model = load_model(args.model, args.weights, resolve_device(args.device))
+    detector = Detector(model)
+    topics = OutputTopics(
+        *(f'{args.prefix.rstrip("/")}/{t}' for t in ('score', 'heatmap', 'mask'))
+    )
+    out_bag = Path(args.out_bag or f'{str(args.bag).rstrip("/")}_anomaly')
+    written = 0
+    with BagWriter(out_bag, args.storage) as writer:
+
+        def emit(frame, patch_scores) -> None:
+            nonlocal written
+            calibrated = detector.postprocess(patch_scores, frame.shape)
+            write_outputs(writer, topics, frame, calibrated, args.threshold)
+            written += 1
+
+        if args.masks or args.mask_topic:
+            evaluation = evaluate(model, frames, args.save_maps, on_scores=emit)
+        else:
+            evaluation = None
+            with torch.no_grad():
+                for frame in frames():
+                    emit(frame, detector.engine(detector.preprocess(frame.rgb)))
+    info = {'out_bag': str(out_bag), 'frames_written': written, 'rejected': frames.rejected}
+    return evaluation, info
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
 
     def body() -> int:
-        from flowclas_ros.core.device import resolve_device
-        from flowclas_ros.core.evaluate import evaluate
-        from flowclas_ros.core.model import load_model
+        _check(args)
+        if args.data:
+            from flowclas_ros.core.data.frames import split_frames
+            from flowclas_ros.core.device import resolve_device
+            from flowclas_ros.core.evaluate import evaluate
+            from flowclas_ros.core.model import load_model
 
-        device = resolve_device(args.device)
-        model = load_model(args.model, args.weights, device)
-        metrics = evaluate(model, args.data, args.save_maps)
+            model = load_model(args.model, args.weights, resolve_device(args.device))
+            evaluation, info = evaluate(model, split_frames(args.data), args.save_maps), {}
+        elif args.scores_topic:
+            from flowclas_ros.core.config import ModelConfig
+            from flowclas_ros.core.data.bags import BagFrames
+            from flowclas_ros.core.evaluate import evaluate_recorded
+            from flowclas_ros.core.model import CONFIG_FILE
+
+            calibration = ModelConfig.load(Path(args.model) / CONFIG_FILE).calibration
+            frames = BagFrames(args.bag, args.scores_topic, args.masks, args.mask_topic, True)
+            evaluation = evaluate_recorded(frames, calibration, args.save_maps)
+            info = {'rejected': frames.rejected}
+        else:
+            evaluation, info = _run_bag(args)
+            print(f'wrote {info["frames_written"]} frames to {info["out_bag"]}')
+        if info.get('rejected'):
+            print(f'skipped undecodable frames: {info["rejected"]}')
+        if evaluation is None:
+            return 0
+        metrics = evaluation.metrics | info
         metrics['model'] = str(args.model)
-        metrics['data'] = str(args.data)
+        metrics['data'] = str(args.data or args.bag)
         print(format_table(metrics))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(metrics, indent=2) + '\n')
+        if args.report:
+            from flowclas_ros.core.report import write_report
+
+            write_report(args.report, evaluation, title=f'{args.model} on {metrics["data"]}')
+            print(f'report: {args.report}')
         return 0
 
     return run_tool('flowclas-eval', body)

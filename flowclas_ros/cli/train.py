@@ -1,11 +1,12 @@
 # Copyright 2026 The flowclas_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""flowclas-train: train FlowCLAS on a folder of normal images and write a model directory."""
+"""flowclas-train: train FlowCLAS on normal images (a folder or a bag) into a model directory."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 
 from flowclas_ros.cli.common import run_tool
 from flowclas_ros.core.backbones import BACKBONE_NAMES
@@ -16,7 +17,12 @@ from flowclas_ros.core.errors import ConfigError
 def parser() -> argparse.ArgumentParser:
     d = ModelConfig()
     p = argparse.ArgumentParser(prog='flowclas-train', description=__doc__)
-    p.add_argument('--images', required=True, help='folder of normal (inlier) images')
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument('--images', help='folder of normal (inlier) images')
+    source.add_argument('--bag', help="a bag of the robot's own camera stream (normal scenes)")
+    p.add_argument('--topic', help='image topic in --bag')
+    p.add_argument('--every', type=int, default=1, help='--bag: keep every N-th frame')
+    p.add_argument('--max-frames', type=int, help='--bag: keep at most this many frames')
     p.add_argument('--out', required=True, help='model directory to write')
     p.add_argument(
         '--backbone', default=d.backbone.name, help=f'one of: {", ".join(BACKBONE_NAMES)}'
@@ -89,13 +95,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
 
     def body() -> int:
+        if args.bag:
+            return _train_from_bag()
+        return _train(args.images)
+
+    def _train_from_bag() -> int:
+        from flowclas_ros.core.data.bags import extract_frames
+        from flowclas_ros.core.errors import DataError
+
+        if not args.topic:
+            raise DataError('--bag needs --topic (the camera image topic)')
+        if args.every < 1:
+            raise DataError('--every must be 1 or more')
+        with tempfile.TemporaryDirectory(prefix='flowclas-frames-') as folder:
+            written, bad = extract_frames(
+                args.bag, args.topic, folder, args.every, args.max_frames
+            )
+            print(f'training on {written} frames of {args.topic} ({bad} undecodable skipped)')
+            return _train(folder)
+
+    def _train(images: str) -> int:
         from flowclas_ros.core.device import resolve_device
         from flowclas_ros.core.train.trainer import train
 
         config = config_from_args(args)
         result = train(
             config,
-            args.images,
+            images,
             args.out,
             outlier_dir=args.outliers,
             val_dir=args.val,

@@ -62,10 +62,14 @@ class TrainConfig:
 
 @dataclass
 class Calibration:
-    """Maps raw scores to [0, 1]: ``sigmoid((s - center) / width)``.
+    """Maps raw scores to [0, 1] through ``z = (s - center) / width``.
 
     ``center`` is the 99th percentile of normal validation pixels and ``width`` a third of its
     distance to their median, so 0.5 means "as unusual as the top 1 % of normal pixels".
+    Below the centre the map is ``sigmoid(z)``; above it ``1 - 0.5 / (1 + z / 4)^2`` (same
+    value and slope at 0): its slow tail keeps float32 scores of strong anomalies distinct up to
+    z of about 1000, where a sigmoid rounds to exactly 1 beyond z = 17, so published scores
+    keep their ranking.
     """
 
     center: float = 0.0

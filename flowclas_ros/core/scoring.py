@@ -30,8 +30,17 @@ def fit_calibration(normal_scores: np.ndarray) -> Calibration:
 
 
 def calibrate(scores: torch.Tensor, calibration: Calibration) -> torch.Tensor:
-    """``sigmoid((s - center) / width)``: 0.5 at the normal 99th percentile, monotone."""
-    return torch.sigmoid((scores - calibration.center) / calibration.width)
+    """0.5 at the normal 99th percentile, monotone; see ``Calibration`` for the shape."""
+    z = (scores - calibration.center) / calibration.width
+    upper = 1 - 0.5 / (1 + z.clamp(min=0) / 4).square()
+    return torch.where(z > 0, upper, torch.sigmoid(z))
+
+
+def uncalibrate(calibrated: np.ndarray, calibration: Calibration) -> np.ndarray:
+    """Raw scores back from calibrated ones, e.g. from a recorded ``anomaly/score`` topic."""
+    p = np.clip(np.asarray(calibrated, dtype=np.float64), 1e-300, 1 - 1e-16)
+    z = np.where(p > 0.5, 4 * (np.sqrt(0.5 / (1 - p)) - 1), np.log(p) - np.log1p(-p))
+    return calibration.center + calibration.width * z
 
 
 def smooth(scores: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -28,16 +28,12 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from flowclas_ros.core.data.imagemsg import compressed_to_rgb, image_to_rgb
 from flowclas_ros.core.device import resolve_device
 from flowclas_ros.core.errors import FlowclasError, InputError
 from flowclas_ros.core.inference import Detector, anomaly_mask
 from flowclas_ros.core.visualize import heatmap, overlay
-from flowclas_ros.ros.conversions import (
-    array_to_image,
-    compressed_to_rgb,
-    image_to_rgb,
-    scaled_camera_info,
-)
+from flowclas_ros.ros.conversions import array_to_image, scaled_camera_info
 from flowclas_ros.ros.diagnostics import ERROR, STALE, WARN, CameraStats, Limits
 from flowclas_ros.ros.params import PARAMS, NodeParams
 

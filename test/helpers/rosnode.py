@@ -14,20 +14,12 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-import numpy as np
-from PIL import Image as PILImage
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-import torch
-
-from flowclas_ros.core.config import ModelConfig
-from flowclas_ros.core.data.images import to_batch
-from flowclas_ros.core.model import build_model, save_model
-from flowclas_ros.core.scoring import fit_calibration
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'config' / 'flowclas.yaml'
@@ -168,25 +160,6 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str):
             return value
         time.sleep(0.05)
     raise AssertionError(f'timed out after {timeout} s waiting for {what}')
-
-
-def smooth_image(h=40, w=56, seed=0):
-    """Smooth colour blobs with a little noise: realistic enough for JPEG."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    big = np.asarray(PILImage.fromarray(small).resize((w, h), PILImage.BILINEAR), np.int16)
-    return np.clip(big + rng.integers(-8, 9, big.shape), 0, 255).astype(np.uint8)
-
-
-def make_model(path, size):
-    """A random-init model with its calibration fitted on its own scores, so they spread."""
-    model = build_model(ModelConfig(input_size=[size, size])).eval()
-    batch = to_batch([smooth_image(size, size, seed=s) for s in range(4)], (size, size))
-    with torch.no_grad():
-        raw = model.patch_scores(model.features(batch))
-    model.config.calibration = fit_calibration(raw.numpy())
-    save_model(model, path)
-    return path
 
 
 class Outputs:

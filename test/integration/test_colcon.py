@@ -7,9 +7,10 @@ import shutil
 import subprocess
 import sys
 
+from models import make_model
 import numpy as np
 import pytest
-from rosnode import Client, NodeProcess, Outputs, make_model, send, wait_for
+from rosnode import Client, NodeProcess, Outputs, send, wait_for
 from sensor_msgs.msg import Image
 
 from flowclas_ros.ros.conversions import array_to_image

@@ -6,23 +6,15 @@ import io
 import time
 
 from imagemsgs import encode, pack
+from models import make_model, smooth_image
 import numpy as np
 from PIL import Image as PILImage
 import pytest
-from rosnode import (
-    Client,
-    NodeProcess,
-    Outputs,
-    make_model,
-    next_stamp,
-    send,
-    smooth_image,
-    wait_for,
-)
+from rosnode import Client, NodeProcess, Outputs, next_stamp, send, wait_for
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from flowclas_ros.core.data.imagemsg import compressed_to_rgb, image_to_rgb
 from flowclas_ros.core.inference import Detector, anomaly_mask
-from flowclas_ros.ros.conversions import compressed_to_rgb, image_to_rgb
 
 pytestmark = pytest.mark.ros
 OK, WARN, ERROR, STALE = 0, 1, 2, 3

@@ -75,6 +75,33 @@ class PixelMetrics:
         """Forget all pixels seen so far."""
         self._counts[:] = 0
 
+    def histogram(self, bins: int = 100) -> dict[str, list]:
+        """Normal and anomalous pixel counts over ``bins`` coarser bins, for plots."""
+        if self.bins % bins:
+            raise ValueError(f'{bins} does not divide the {self.bins} bins')
+        counts = self._counts.reshape(2, bins, -1).sum(axis=2)
+        edges = np.linspace(self.lo, self.hi, bins + 1)
+        return {
+            'edges': edges.tolist(),
+            'normal': counts[0].tolist(),
+            'anomaly': counts[1].tolist(),
+        }
+
+    def curves(self, points: int = 500) -> dict[str, list[float]]:
+        """ROC (``fpr``, ``tpr``) and PR (``recall``, ``precision``) at ``points`` thresholds."""
+        tp = np.cumsum(self._counts[1, ::-1]).astype(np.float64)
+        fp = np.cumsum(self._counts[0, ::-1]).astype(np.float64)
+        keep = np.unique(np.linspace(0, self.bins - 1, points).round().astype(int))
+        tp, fp = tp[keep], fp[keep]
+        n_pos, n_neg = max(tp[-1], 1.0), max(fp[-1], 1.0)
+        precision = np.divide(tp, tp + fp, out=np.ones_like(tp), where=tp + fp > 0)
+        return {
+            'fpr': [0.0, *(fp / n_neg).tolist()],
+            'tpr': [0.0, *(tp / n_pos).tolist()],
+            'recall': [0.0, *(tp / n_pos).tolist()],
+            'precision': [1.0, *precision.tolist()],
+        }
+
     def compute(self) -> dict[str, float]:
         """Return ``ap``, ``auroc``, ``fpr95`` (NaN if a class is empty), ``n_pos``, ``n_neg``.
 

@@ -5,7 +5,7 @@
 import numpy as np
 import torch
 
-from flowclas_ros.core.scoring import calibrate, fit_calibration, smooth
+from flowclas_ros.core.scoring import calibrate, fit_calibration, smooth, uncalibrate
 
 
 def test_calibration_maps_the_normal_99th_percentile_to_one_half():
@@ -16,6 +16,23 @@ def test_calibration_maps_the_normal_99th_percentile_to_one_half():
     assert abs(float(out[0]) - 0.5) < 1e-6
     assert abs(float(out[1]) - 1 / (1 + np.exp(3))) < 1e-3  # median sits 3 widths below
     assert float(out[2]) > 0.99
+
+
+def test_calibrated_float32_scores_keep_their_order_and_invert():
+    cal = fit_calibration(np.random.default_rng(1).normal(0.0, 1.0, 10_000))
+    z = np.concatenate([-np.geomspace(30, 1e-3, 200), [0.0], np.geomspace(1e-3, 1e3, 400)])
+    raw = cal.center + cal.width * z
+    out = calibrate(torch.from_numpy(raw).float(), cal).numpy()
+    assert out.dtype == np.float32
+    assert np.all(np.diff(out) > 0)  # strictly increasing: no ties at 0 or 1, even at z = 1000
+    assert float(out[0]) > 0
+    assert float(out[-1]) < 1
+    back = uncalibrate(out, cal)
+    assert np.allclose(back, raw, rtol=5e-3, atol=1e-3 * cal.width)  # float32 steps near 1
+    # Value and slope are continuous at the centre.
+    eps = 1e-4
+    near = calibrate(torch.tensor([cal.center - eps, cal.center + eps], dtype=torch.float64), cal)
+    assert abs(float(near[1] - near[0]) / (2 * eps / cal.width) - 0.25) < 1e-3
 
 
 def test_smoothing_keeps_mass_and_constants_and_spreads_a_spike():

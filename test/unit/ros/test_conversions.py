@@ -11,13 +11,9 @@ import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage
 from std_msgs.msg import Header
 
+from flowclas_ros.core.data.imagemsg import compressed_to_rgb, image_to_rgb
 from flowclas_ros.core.errors import InputError
-from flowclas_ros.ros.conversions import (
-    array_to_image,
-    compressed_to_rgb,
-    image_to_rgb,
-    scaled_camera_info,
-)
+from flowclas_ros.ros.conversions import array_to_image, scaled_camera_info
 
 H, W = 6, 8
 

@@ -1,0 +1,33 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Small real models and images for tests that need a model directory (no ROS)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image as PILImage
+import torch
+
+from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.data.images import to_batch
+from flowclas_ros.core.model import build_model, save_model
+from flowclas_ros.core.scoring import fit_calibration
+
+
+def smooth_image(h=40, w=56, seed=0):
+    """Smooth colour blobs with a little noise: realistic enough for JPEG."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    big = np.asarray(PILImage.fromarray(small).resize((w, h), PILImage.BILINEAR), np.int16)
+    return np.clip(big + rng.integers(-8, 9, big.shape), 0, 255).astype(np.uint8)
+
+
+def make_model(path, size):
+    """A random-init model with its calibration fitted on its own scores, so they spread."""
+    model = build_model(ModelConfig(input_size=[size, size])).eval()
+    batch = to_batch([smooth_image(size, size, seed=s) for s in range(4)], (size, size))
+    with torch.no_grad():
+        raw = model.patch_scores(model.features(batch))
+    model.config.calibration = fit_calibration(raw.numpy())
+    save_model(model, path)
+    return path
