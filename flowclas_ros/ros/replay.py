@@ -144,14 +144,19 @@ def play(args: argparse.Namespace) -> int:
     try:
         deadline = time.monotonic() + args.wait_subscribers
         image_topics = [t for t, (m, _) in topics.items() if m in (IMAGE, COMPRESSED)]
-        # A node skips outputs nobody subscribes to: the recorder must be matched first too.
-        while time.monotonic() < deadline and not (
-            all(publishers[t].get_subscription_count() for t in image_topics)
-            and (recorder is None or recorder.connected)
-        ):
-            if recorder:
+
+        def ready() -> bool:
+            # A node skips outputs nobody subscribes to: the recorder must be matched too.
+            if recorder is not None:
                 recorder.service()
+            return all(publishers[t].get_subscription_count() for t in image_topics) and (
+                recorder is None or recorder.connected
+            )
+
+        while not ready() and time.monotonic() < deadline:
             time.sleep(0.05)
+        if not ready():
+            print(f'no subscriber or recorded publisher after {args.wait_subscribers} s; playing')
         time.sleep(args.delay)
         tick = _clock(node) if args.clock else None
         played = 0
@@ -209,6 +214,8 @@ def _play_once(
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.rate <= 0:
+        parser().error('--rate must be positive')
     if args.record and not args.record_topics:
         parser().error('--record needs --record-topics')
     if args.record and Path(args.record).exists():

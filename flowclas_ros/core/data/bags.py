@@ -116,13 +116,7 @@ def read_raw(
 ) -> Iterator[tuple[str, str, int, bytes]]:
     """``(topic, msgtype, bag time ns, CDR bytes)`` in bag order; ROS 1 data becomes CDR."""
     with open_bag(path) as reader:
-        conns = reader.connections
-        if topics:
-            missing = sorted(set(topics) - {c.topic for c in conns})
-            if missing:
-                have = ', '.join(sorted({c.topic for c in conns}))
-                raise DataError(f'{", ".join(missing)} not in {path}; topics: {have}')
-            conns = [c for c in conns if c.topic in topics]
+        conns = [c for c in reader.connections if topics is None or c.topic in topics]
         for conn, log_ns, raw in reader.messages(connections=conns):
             if not reader.is2:
                 raw = bytes(reader.typestore.ros1_to_cdr(raw, conn.msgtype))
@@ -136,7 +130,7 @@ class BagFrames:
     Truth from ``masks`` (``<stem>.png``, 0 normal, 1 anomaly, 255 ignore) is matched by stamp
     when every stem is an integer (nanoseconds), otherwise by order (then the class comes from
     the file name, as in a split). Truth from ``mask_topic`` (mono8 label images) is matched by
-    header stamp. ``scores_topic`` reads recorded 32FC1 scores instead of images. Frames that
+    header stamp. With ``scores``, ``topic`` holds recorded 32FC1 scores, not images. Frames that
     cannot be decoded are skipped and counted in ``rejected`` by reason.
     """
 
