@@ -1,0 +1,3 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Automatic mask thresholds."""
