@@ -73,9 +73,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
     """Score the bag, write the output bag; returns the evaluation (None without truth)."""
-    import torch
-
-    from flowclas_ros.core.data.bags import BagFrames, BagWriter, OutputTopics, write_outputs
+    from flowclas_ros.core.data.bags import BagFrames, BagWriter, write_outputs
     from flowclas_ros.core.device import resolve_device
     from flowclas_ros.core.evaluate import evaluate
     from flowclas_ros.core.inference import Detector
@@ -84,26 +82,26 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
     frames = BagFrames(args.bag, args.topic, args.masks, args.mask_topic)
     model = load_model(args.model, args.weights, resolve_device(args.device))
     detector = Detector(model)
-    topics = OutputTopics(
-        *(f'{args.prefix.rstrip("/")}/{t}' for t in ('score', 'heatmap', 'mask'))
-    )
     out_bag = Path(args.out_bag or f'{str(args.bag).rstrip("/")}_anomaly')
     written = 0
     with BagWriter(out_bag, args.storage) as writer:
 
-        def emit(frame, patch_scores) -> None:
+        def emit(frame, calibrated) -> None:
             nonlocal written
-            calibrated = detector.postprocess(patch_scores, frame.shape)
-            write_outputs(writer, topics, frame, calibrated, args.threshold)
+            write_outputs(writer, args.prefix, frame, calibrated, args.threshold)
             written += 1
 
         if args.masks or args.mask_topic:
-            evaluation = evaluate(model, frames, args.save_maps, on_scores=emit)
+            evaluation = evaluate(
+                model,
+                frames,
+                args.save_maps,
+                on_scores=lambda f, s: emit(f, detector.postprocess(s, f.shape)),
+            )
         else:
             evaluation = None
-            with torch.no_grad():
-                for frame in frames():
-                    emit(frame, detector.engine(detector.preprocess(frame.rgb)))
+            for frame in frames():
+                emit(frame, detector(frame.rgb))
     info = {'out_bag': str(out_bag), 'frames_written': written, 'rejected': frames.rejected}
     return evaluation, info
 

@@ -24,16 +24,14 @@ from flowclas_ros.core.scoring import calibrate
 PANEL_HEIGHT = 160  # px per example row: four pictures side by side stay readable
 
 
+def _data_uri(png: bytes) -> str:
+    return 'data:image/png;base64,' + base64.b64encode(png).decode('ascii')
+
+
 def _png(image: Image.Image) -> str:
     buf = io.BytesIO()
     image.save(buf, 'PNG', optimize=True)
-    return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode('ascii')
-
-
-def _figure_png(figure: object) -> str:
-    buf = io.BytesIO()
-    figure.savefig(buf, format='png', dpi=100, bbox_inches='tight')
-    return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode('ascii')
+    return _data_uri(buf.getvalue())
 
 
 def _plots(metrics: dict) -> list[tuple[str, str]]:
@@ -44,23 +42,29 @@ def _plots(metrics: dict) -> list[tuple[str, str]]:
         from matplotlib import pyplot as plt
     except ImportError as exc:
         raise DataError("the report needs matplotlib: pip install 'flowclas_ros[bags]'") from exc
+
+    def finish(fig: object) -> str:
+        buf = io.BytesIO()
+        fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
+        plt.close(fig)
+        return _data_uri(buf.getvalue())
+
+    def curve(x: str, y: str, xlabel: str, ylabel: str, colour: str, title: str) -> str:
+        fig, ax = plt.subplots(figsize=(4.2, 3.6))
+        ax.plot(curves[x], curves[y], color=colour)
+        if x == 'fpr':  # chance level
+            ax.plot([0, 1], [0, 1], color='grey', linestyle=':')
+        ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.02), title=title)
+        ax.grid(alpha=0.3)
+        return finish(fig)
+
     curves, hist = metrics['curves'], metrics['histogram']
-    out = []
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    ax.plot(curves['recall'], curves['precision'], color='tab:red')
-    ax.set(xlabel='recall', ylabel='precision', xlim=(0, 1), ylim=(0, 1.02))
-    ax.set_title(f'PR, AP {metrics["ap"]:.3f}')
-    ax.grid(alpha=0.3)
-    out.append(('Precision-recall', _figure_png(fig)))
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    ax.plot(curves['fpr'], curves['tpr'], color='tab:blue')
-    ax.plot([0, 1], [0, 1], color='grey', linestyle=':')
-    ax.set(xlabel='false-positive rate', ylabel='true-positive rate', xlim=(0, 1), ylim=(0, 1.02))
-    ax.set_title(f'ROC, AUROC {metrics["auroc"]:.3f}, FPR95 {metrics["fpr95"]:.3f}')
-    ax.grid(alpha=0.3)
-    out.append(('ROC', _figure_png(fig)))
-    plt.close(fig)
+    pr = curve(
+        'recall', 'precision', 'recall', 'precision', 'tab:red', f'PR, AP {metrics["ap"]:.3f}'
+    )
+    roc_title = f'ROC, AUROC {metrics["auroc"]:.3f}, FPR95 {metrics["fpr95"]:.3f}'
+    roc = curve('fpr', 'tpr', 'false-positive rate', 'true-positive rate', 'tab:blue', roc_title)
+    out = [('Precision-recall', pr), ('ROC', roc)]
     fig, ax = plt.subplots(figsize=(5.4, 3.6))
     edges = np.asarray(hist['edges'])
     for key, colour in (('normal', 'tab:green'), ('anomaly', 'tab:red')):
@@ -71,8 +75,7 @@ def _plots(metrics: dict) -> list[tuple[str, str]]:
     ax.set(xlabel='raw anomaly score', ylabel='density')
     ax.set_title('Score distributions')
     ax.legend()
-    out.append(('Score histogram', _figure_png(fig)))
-    plt.close(fig)
+    out.append(('Score histogram', finish(fig)))
     return out
 
 

@@ -15,7 +15,8 @@ from models import make_model
 import numpy as np
 import pytest
 
-from flowclas_ros.core.data.bags import BagWriter, read_images, write_sample_bag
+from flowclas_ros.core.data.bags import BagFrames, BagWriter, read_images, write_sample_bag
+from flowclas_ros.core.data.imagemsg import image_fields
 from flowclas_ros.core.data.images import read_rgb
 from flowclas_ros.core.data.synthetic import make_surface_dataset
 from flowclas_ros.core.inference import Detector
@@ -153,3 +154,18 @@ def test_train_from_a_bag(surface, tmp_path):
     scores = detector(read_rgb(surface / 'test' / 'images' / 'stain_000.png'))
     assert scores.shape == (64, 64)
     assert np.isfinite(scores).all()
+
+
+def test_truncated_recorded_scores_are_counted(tmp_path):
+    bag = tmp_path / 'recorded'
+    with BagWriter(bag) as writer:
+        for i in range(3):
+            fields = image_fields(np.full((4, 6), 0.5, np.float32), '32FC1')
+            if i == 1:
+                fields['data'] = fields['data'][:10]
+            stamp = {'stamp_ns': i + 1, 'frame_id': 'cam', 'log_ns': i + 1}
+            writer.write('/score', 'sensor_msgs/msg/Image', **stamp, **fields)
+            writer.write_image('/truth', np.zeros((4, 6), np.uint8), 'mono8', **stamp)
+    frames = BagFrames(bag, '/score', mask_topic='/truth', scores=True)
+    assert [f.stamp_ns for f in frames()] == [1, 3]
+    assert frames.rejected == {'truncated': 1}

@@ -21,8 +21,19 @@ import numpy as np
 from PIL import Image as PILImage
 
 from flowclas_ros.core.data.frames import Frame
-from flowclas_ros.core.data.imagemsg import compressed_to_rgb, image_fields, image_to_rgb
-from flowclas_ros.core.data.images import image_class, list_images, list_split, read_mask
+from flowclas_ros.core.data.imagemsg import (
+    compressed_to_rgb,
+    image_fields,
+    image_pixels,
+    image_to_rgb,
+)
+from flowclas_ros.core.data.images import (
+    image_class,
+    list_images,
+    list_split,
+    read_mask,
+    read_rgb,
+)
 from flowclas_ros.core.errors import DataError, InputError
 from flowclas_ros.core.inference import anomaly_mask
 from flowclas_ros.core.visualize import heatmap
@@ -152,7 +163,8 @@ class BagFrames:
             for m in read_images(self.path, self.mask_topic):
                 self._by_stamp[m.stamp_ns] = _labels(m.msg)
         if self._mask_files and not self._by_stamp:
-            n = sum(1 for _ in read_images(self.path, self.topic))
+            with open_bag(self.path) as reader:
+                n = sum(c.msgcount for c in image_connections(reader, self.topic, self.path))
             if n != len(self._mask_files):
                 raise DataError(
                     f'{len(self._mask_files)} masks in {self.masks} but {n} frames on '
@@ -185,15 +197,14 @@ def _labels(msg: Any) -> np.ndarray:
     """A mono8 label image -> ``(H, W)`` uint8 labels."""
     if msg.encoding not in ('mono8', '8UC1'):
         raise DataError(f'mask images must be mono8 labels, got {msg.encoding}')
-    return image_to_rgb(msg)[..., 0].copy()
+    return image_pixels(msg)[..., 0].copy()
 
 
 def _scores(msg: Any) -> np.ndarray:
-    if getattr(msg, 'encoding', None) != '32FC1':
-        raise InputError('unknown_encoding', 'recorded scores must be 32FC1 images')
-    rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
-    dtype = np.dtype('>f4' if msg.is_bigendian else '<f4')
-    return rows[:, : msg.width * 4].copy().view(dtype).astype(np.float32)
+    """A recorded 32FC1 score image -> native float32 ``(H, W)``."""
+    if msg.encoding != '32FC1':
+        raise InputError('unknown_encoding', f'recorded scores must be 32FC1, not {msg.encoding}')
+    return image_pixels(msg)[..., 0].astype(np.float32)
 
 
 def _stamp(typestore: Any, ns: int) -> Any:
@@ -257,30 +268,24 @@ class BagWriter:
         self.close()
 
 
-@dataclass
-class OutputTopics:
-    """Where the bag tools write what the node publishes (the node's topic names)."""
-
-    score: str = '/anomaly/score'
-    heatmap: str = '/anomaly/heatmap'
-    mask: str = '/anomaly/mask'
-
-
 def write_outputs(
     writer: BagWriter,
-    topics: OutputTopics,
+    prefix: str,
     frame: Frame,
     calibrated: np.ndarray,
     threshold: float = 0.5,
     min_area: int = 0,
 ) -> None:
-    """Score, heatmap and mask of one bag frame, with the input's header and bag time."""
+    """``prefix``/score, /heatmap and /mask of one bag frame, as the node publishes them.
+
+    They carry the input's header and bag time.
+    """
+    prefix = prefix.rstrip('/')
     stamp = {'stamp_ns': frame.stamp_ns, 'frame_id': frame.frame_id, 'log_ns': frame.log_ns}
-    writer.write_image(topics.score, calibrated.astype(np.float32), '32FC1', **stamp)
-    writer.write_image(topics.heatmap, heatmap(calibrated), 'rgb8', **stamp)
-    writer.write_image(
-        topics.mask, anomaly_mask(calibrated, threshold, min_area), 'mono8', **stamp
-    )
+    writer.write_image(f'{prefix}/score', calibrated.astype(np.float32), '32FC1', **stamp)
+    writer.write_image(f'{prefix}/heatmap', heatmap(calibrated), 'rgb8', **stamp)
+    mask = anomaly_mask(calibrated, threshold, min_area)
+    writer.write_image(f'{prefix}/mask', mask, 'mono8', **stamp)
 
 
 def write_sample_bag(
@@ -305,11 +310,11 @@ def write_sample_bag(
         for i, item in enumerate(items):
             ns = SAMPLE_START_NS + round(i * 1e9 / fps)
             stamp = {'stamp_ns': ns, 'frame_id': 'camera', 'log_ns': ns}
-            data = item.image.read_bytes()
-            with PILImage.open(io.BytesIO(data)) as image:
-                fmt = image.format
-                rgb = np.asarray(image.convert('RGB'))
+            rgb = read_rgb(item.image)  # the pixels the folder path sees
             if compressed:
+                data = item.image.read_bytes()
+                with PILImage.open(io.BytesIO(data)) as image:
+                    fmt = image.format
                 if fmt not in ('JPEG', 'PNG'):
                     buf = io.BytesIO()
                     PILImage.fromarray(rgb).save(buf, 'PNG')

@@ -41,9 +41,18 @@ ENCODINGS = tuple(_LAYOUTS)
 def image_to_rgb(msg: Any) -> np.ndarray:
     """``sensor_msgs/Image`` -> uint8 RGB ``(H, W, 3)``.
 
-    ``step`` padding and ``is_bigendian`` are respected. mono16 keeps its top 8 bits (as
-    cv_bridge does); 32FC1/32FC3 are read as intensities in [0, 1] and clipped, NaN rejected;
-    8UC3 is taken as BGR, the OpenCV order drivers publish it in.
+    mono16 keeps its top 8 bits (as cv_bridge does); 32FC1/32FC3 are read as intensities in
+    [0, 1] and clipped, NaN rejected; 8UC3 is taken as BGR, the OpenCV order drivers publish it
+    in.
+    """
+    return _to_rgb(image_pixels(msg), msg.encoding)
+
+
+def image_pixels(msg: Any) -> np.ndarray:
+    """``sensor_msgs/Image`` -> its pixels ``(H, W, C)`` in the encoding's own dtype (a view).
+
+    ``step`` padding and ``is_bigendian`` are respected; every malformed message raises
+    ``InputError``.
     """
     encoding = msg.encoding
     layout = _LAYOUTS.get(encoding)
@@ -68,8 +77,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     buf = np.frombuffer(data, np.uint8, count=size).reshape(height, step)[:, :row]
     order = '>' if msg.is_bigendian else '<'
     pixels = buf.view(np.dtype(dtype).newbyteorder(order) if itemsize > 1 else dtype)
-    pixels = pixels.reshape(height, width, channels)
-    return _to_rgb(pixels, encoding)
+    return pixels.reshape(height, width, channels)
 
 
 def _to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
