@@ -169,3 +169,16 @@ def test_truncated_recorded_scores_are_counted(tmp_path):
     frames = BagFrames(bag, '/score', mask_topic='/truth', scores=True)
     assert [f.stamp_ns for f in frames()] == [1, 3]
     assert frames.rejected == {'truncated': 1}
+
+
+def test_undeserializable_messages_are_counted(model, tmp_path):
+    bag = tmp_path / 'garbled'
+    frame = np.zeros((64, 64, 3), np.uint8)
+    with BagWriter(bag) as writer:
+        writer.write_image('/cam', frame, 'rgb8', 1, 'cam', 1)
+        writer.write_raw('/cam', 'sensor_msgs/msg/Image', 2, b'\x00\x01\x00\x00garbage')
+        writer.write_image('/cam', frame, 'rgb8', 3, 'cam', 3)
+    r = run('flowclas_ros.cli.eval', '--model', str(model), '--bag', str(bag), '--topic', '/cam')
+    assert r.returncode == 0, r.stderr
+    assert 'wrote 2 frames' in r.stdout
+    assert "{'corrupt_message': 1}" in r.stdout

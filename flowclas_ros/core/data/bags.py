@@ -91,24 +91,42 @@ def image_connections(reader: Any, topic: str, path: str | Path = 'bag') -> list
 
 @dataclass
 class BagMessage:
-    """One decoded image message: its header, its bag time and its pixels."""
+    """One image message: its header, its bag time and the message (not yet its pixels).
+
+    A message that could not be deserialized has ``msg`` None and its bag time as stamp;
+    ``message()`` and ``rgb()`` then raise ``InputError('corrupt_message')``, so it is counted
+    like any other bad frame.
+    """
 
     stamp_ns: int
     frame_id: str
     log_ns: int
     msgtype: str
     msg: Any
+    error: str = ''
+
+    def message(self) -> Any:
+        if self.msg is None:
+            raise InputError('corrupt_message', self.error)
+        return self.msg
 
     def rgb(self) -> np.ndarray:
-        return image_to_rgb(self.msg) if self.msgtype == IMAGE else compressed_to_rgb(self.msg)
+        msg = self.message()
+        return image_to_rgb(msg) if self.msgtype == IMAGE else compressed_to_rgb(msg)
 
 
 def read_images(path: str | Path, topic: str) -> Iterator[BagMessage]:
     """Image messages of ``topic`` in bag order (not yet decoded into pixels)."""
+    from rosbags.highlevel import AnyReaderError
+
     with open_bag(path) as reader:
         conns = image_connections(reader, topic, path)
         for conn, log_ns, raw in reader.messages(connections=conns):
-            msg = reader.deserialize(raw, conn.msgtype)
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+            except AnyReaderError as exc:
+                yield BagMessage(log_ns, '', log_ns, conn.msgtype, None, str(exc))
+                continue
             stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
             yield BagMessage(stamp, msg.header.frame_id, log_ns, conn.msgtype, msg)
 
@@ -161,7 +179,7 @@ class BagFrames:
                 self._by_stamp = {int(p.stem): p for p in self._mask_files}
         if self.mask_topic is not None:
             for m in read_images(self.path, self.mask_topic):
-                self._by_stamp[m.stamp_ns] = _labels(m.msg)
+                self._by_stamp[m.stamp_ns] = _labels(m.message())
         if self._mask_files and not self._by_stamp:
             with open_bag(self.path) as reader:
                 n = sum(c.msgcount for c in image_connections(reader, self.topic, self.path))
@@ -179,7 +197,7 @@ class BagFrames:
                 truth = self._mask_files[i]
                 name, cls = truth.stem, image_class(truth)
             try:
-                pixels = _scores(m.msg) if self.scores else m.rgb()
+                pixels = _scores(m.message()) if self.scores else m.rgb()
             except InputError as exc:
                 self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
                 continue
