@@ -54,6 +54,7 @@ setup(
         'console_scripts': [
             'flowclas-train = flowclas_ros.cli.train:main',
             'flowclas-eval = flowclas_ros.cli.eval:main',
+            'flowclas-calibrate = flowclas_ros.cli.calibrate:main',
             'flowclas-demo = flowclas_ros.cli.demo:main',
             'flowclas-export = flowclas_ros.cli.export:main',
             'flowclas-bench = flowclas_ros.cli.bench:main',

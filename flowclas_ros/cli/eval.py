@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from flowclas_ros.cli.common import run_tool
+from flowclas_ros.core.thresholds.masks import MASK_MODES, NFA_NULLS, MaskRule
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,7 +35,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--out-bag', help='output bag for --bag (default: <bag>_anomaly beside it)')
     p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3')
     p.add_argument('--prefix', default='/anomaly', help='output topics: PREFIX/score, ...')
-    p.add_argument('--threshold', type=float, default=0.5, help='calibrated mask threshold')
+    p.add_argument(
+        '--mask-mode',
+        choices=MASK_MODES,
+        default='fixed',
+        help='mask rule for the output bag and panels (all rules are measured)',
+    )
+    p.add_argument('--threshold', type=float, default=0.5, help='fixed: calibrated threshold')
+    p.add_argument('--target-fpr', type=float, default=0.01, help='fpr: false-positive rate')
+    p.add_argument('--nfa-log10-epsilon', type=float, default=0.0, help='nfa: log10 NFA bound')
+    p.add_argument(
+        '--nfa-null', choices=NFA_NULLS, default='chi2', help='nfa: chi2 (C dof) or fitted'
+    )
+    p.add_argument('--mask-min-area', type=int, default=0, help='drop smaller mask regions')
     p.add_argument('--json', help='write the metrics here')
     p.add_argument('--report', help='write a self-contained HTML report here')
     p.add_argument('--save-maps', help='write input|heatmap|mask|truth panels here')
@@ -43,8 +56,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def mask_rule(args: argparse.Namespace) -> MaskRule:
+    return MaskRule(
+        args.mask_mode,
+        args.threshold,
+        args.target_fpr,
+        args.nfa_log10_epsilon,
+        args.mask_min_area,
+        args.nfa_null,
+    )
+
+
 def format_table(metrics: dict) -> str:
-    """Human-readable summary: pooled metrics, then one row per class."""
+    """Human-readable summary: pooled metrics, one row per class, then mask quality."""
     lines = [
         f'images {metrics["n_images"]}  AP {metrics["ap"]:.4f}  AUROC {metrics["auroc"]:.4f}  '
         f'FPR95 {metrics["fpr95"]:.4f}  AUPRO {metrics["aupro"]:.4f}  '
@@ -52,7 +76,23 @@ def format_table(metrics: dict) -> str:
     ]
     for cls, m in metrics['per_class'].items():
         lines.append(f'  {cls:<12} n={m["n_images"]:<4} AP {m["ap"]:.4f}  AUROC {m["auroc"]:.4f}')
+    for mode, q in metrics['masks'].items():
+        if mode == 'rule':
+            continue
+        text = f'  mask {mode:<10} mIoU {_num(q["miou"])}'
+        if mode == 'oracle':
+            text += f'  (best single threshold, calibrated {q["threshold"]:.3f})'
+        else:
+            text += (
+                f'  false alarms: {_num(q["false_alarm_images"])} of defect-free frames, '
+                f'{_num(q["false_alarm_pixels"])} of their pixels'
+            )
+        lines.append(text)
     return '\n'.join(lines)
+
+
+def _num(value: float | None) -> str:
+    return 'n/a' if value is None else f'{value:.4f}'
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -82,13 +122,15 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
     frames = BagFrames(args.bag, args.topic, args.masks, args.mask_topic)
     model = load_model(args.model, args.weights, resolve_device(args.device))
     detector = Detector(model)
+    rule = mask_rule(args)
     out_bag = Path(args.out_bag or f'{str(args.bag).rstrip("/")}_anomaly')
     written = 0
     with BagWriter(out_bag, args.storage) as writer:
 
-        def emit(frame, calibrated) -> None:
+        def emit(frame, calibrated, norms) -> None:
             nonlocal written
-            write_outputs(writer, args.prefix, frame, calibrated, args.threshold)
+            mask = detector.mask(calibrated, norms, rule)
+            write_outputs(writer, args.prefix, frame, calibrated, mask)
             written += 1
 
         if args.masks or args.mask_topic:
@@ -96,12 +138,13 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
                 model,
                 frames,
                 args.save_maps,
-                on_scores=lambda f, s: emit(f, detector.postprocess(s, f.shape)),
+                lambda f, s, n: emit(f, detector.postprocess(s, f.shape), detector.host_norms(n)),
+                rule,
             )
         else:
             evaluation = None
             for frame in frames():
-                emit(frame, detector(frame.rgb))
+                emit(frame, *detector.detect(frame.rgb))
     info = {'out_bag': str(out_bag), 'frames_written': written, 'rejected': frames.rejected}
     return evaluation, info
 
@@ -118,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             from flowclas_ros.core.model import load_model
 
             model = load_model(args.model, args.weights, resolve_device(args.device))
-            evaluation, info = evaluate(model, split_frames(args.data), args.save_maps), {}
+            frames = split_frames(args.data)
+            evaluation, info = evaluate(model, frames, args.save_maps, rule=mask_rule(args)), {}
         elif args.scores_topic:
             from flowclas_ros.core.config import ModelConfig
             from flowclas_ros.core.data.bags import BagFrames
@@ -127,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
             calibration = ModelConfig.load(Path(args.model) / CONFIG_FILE).calibration
             frames = BagFrames(args.bag, args.scores_topic, args.masks, args.mask_topic, True)
-            evaluation = evaluate_recorded(frames, calibration, args.save_maps)
+            evaluation = evaluate_recorded(frames, calibration, args.save_maps, mask_rule(args))
             info = {'rejected': frames.rejected}
         else:
             evaluation, info = _run_bag(args)

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
         import torch
 
-        from flowclas_ros.core.export import INPUT_NAME, export_onnx
+        from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES, export_onnx
         from flowclas_ros.core.model import load_model
 
         model = load_model(args.model, args.weights)
@@ -46,10 +46,15 @@ def main(argv: list[str] | None = None) -> int:
 
             x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
             session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-            (got,) = session.run(None, {INPUT_NAME: x.numpy()})
+            got = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.numpy()})
             with torch.no_grad():
-                want = model.patch_scores(model.features(x)).numpy()
-            print(f'onnxruntime vs torch: max abs difference {abs(got - want).max():.2e}')
+                want = model.patch_maps(model.features(x))
+            for name, g, w in zip(OUTPUT_NAMES, got, want, strict=True):
+                diff, largest = abs(g - w.numpy()).max(), float(w.abs().max())
+                print(
+                    f'onnxruntime vs torch, {name}: max abs difference {diff:.2e} '
+                    f'(largest value {largest:.3g})'
+                )
         return 0
 
     return run_tool('flowclas-export', body)

@@ -61,6 +61,33 @@ class TrainConfig:
 
 
 @dataclass
+class FprTable:
+    """Raw scores exceeded by ``fpr`` of normal validation pixels (``pixel``) and images.
+
+    An image's score is its largest patch score. ``n_pixels`` and ``n_images`` bound the
+    smallest rate the table can resolve.
+    """
+
+    fpr: list[float]
+    pixel: list[float]
+    image: list[float]
+    n_pixels: int
+    n_images: int
+
+
+@dataclass
+class LatentNull:
+    """Latent norms of normal patches as ``scale * chi2(dof)``, fitted by their moments.
+
+    A trained flow's latent is not exactly N(0, I_C): its channels correlate, so the norms
+    spread like a chi-square of far fewer degrees of freedom than C.
+    """
+
+    scale: float
+    dof: int
+
+
+@dataclass
 class Calibration:
     """Maps raw scores to [0, 1] through ``z = (s - center) / width``.
 
@@ -75,6 +102,19 @@ class Calibration:
     center: float = 0.0
     width: float = 1.0
     quantiles: dict[str, float] = field(default_factory=dict)
+    # Thresholds for target false-positive rates (models from before they existed lack it).
+    fpr: FprTable | None = None
+    # The NFA rule's null fitted on normal latent norms (``nfa_null: fitted``).
+    latent_null: LatentNull | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            if isinstance(self.fpr, dict):
+                self.fpr = FprTable(**self.fpr)
+            if isinstance(self.latent_null, dict):
+                self.latent_null = LatentNull(**self.latent_null)
+        except TypeError as exc:
+            raise ConfigError(f'bad calibration table: {exc}') from exc
 
 
 @dataclass

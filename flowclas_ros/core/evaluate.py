@@ -11,7 +11,7 @@ twice instead of kept.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 import time
 
@@ -21,86 +21,161 @@ import torch
 
 from flowclas_ros.core.config import Calibration
 from flowclas_ros.core.data.frames import Frame, FrameSource
-from flowclas_ros.core.errors import DataError
+from flowclas_ros.core.errors import ConfigError, DataError
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.metrics import AuproMetric, PixelMetrics
 from flowclas_ros.core.model import FlowClasModel, upsample
 from flowclas_ros.core.scoring import calibrate, uncalibrate
+from flowclas_ros.core.thresholds.masks import MaskRule, anomaly_mask, missing, rule_name
 from flowclas_ros.core.visualize import heatmap, overlay
 
 BINS = 20000
 IMAGE_BINS = 1000  # per-image AP, for ranking images in reports
 
-Scored = Callable[[], Iterator[tuple[Frame, np.ndarray]]]
+# Each frame with its raw full-size scores and its patch-grid latent norms (None if unknown).
+Scored = Callable[[], Iterator[tuple[Frame, np.ndarray, np.ndarray | None]]]
 
 
 @dataclass
 class Evaluation:
-    """Metrics (JSON-ready) and a way to walk the frames with their raw full-size scores again."""
+    """Metrics (JSON-ready) and a way to walk the frames with their raw full-size scores again.
+
+    ``masks`` gives a frame's predicted mask (bool) from its calibrated scores and its norms,
+    by the rule the evaluation was asked for.
+    """
 
     metrics: dict
     scored: Scored
     calibration: Calibration
+    masks: Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
 def evaluate(
     model: FlowClasModel,
     frames: FrameSource,
     save_maps: str | Path | None = None,
-    on_scores: Callable[[Frame, torch.Tensor], None] | None = None,
+    on_scores: Callable[[Frame, torch.Tensor, torch.Tensor], None] | None = None,
+    rule: MaskRule | None = None,
 ) -> Evaluation:
     """Score every frame with ``model`` as the node does, then compute metrics.
 
-    ``on_scores(frame, patch_scores)`` sees each frame's raw patch map as it is computed (the
-    bag tool writes its output bag from it).
+    ``on_scores(frame, patch_scores, latent_norms)`` sees each frame's engine outputs as they
+    are computed (the bag tool writes its output bag from them). ``rule`` is the mask rule
+    whose masks the panels show; every rule's mask quality is measured.
     """
     start = time.time()
     detector = Detector(model)  # the node's preprocessing and engine, on the model's device
-    maps: list[torch.Tensor] = []
+    maps: list[tuple[torch.Tensor, np.ndarray]] = []
     lo, hi = np.inf, -np.inf
     with torch.no_grad():
         for frame in frames():
-            s = detector.engine(detector.preprocess(frame.rgb))
-            if not torch.isfinite(s).all():
+            s, n = detector.engine(detector.preprocess(frame.rgb))
+            if not (torch.isfinite(s).all() and torch.isfinite(n).all()):
                 raise DataError(f'non-finite scores for {frame.name}')
             if on_scores is not None:
-                on_scores(frame, s)
+                on_scores(frame, s, n)
             s = s[0].cpu()
             lo, hi = min(lo, float(s.min())), max(hi, float(s.max()))
-            maps.append(s)
+            maps.append((s, detector.host_norms(n)))
     if not maps:
         raise DataError('no frames to evaluate')
     seconds_model = time.time() - start
 
-    def scored() -> Iterator[tuple[Frame, np.ndarray]]:
-        for s, frame in zip(maps, frames(), strict=True):
-            yield frame, upsample(s[None], frame.shape)[0].numpy()
+    def scored() -> Iterator[tuple[Frame, np.ndarray, np.ndarray]]:
+        for (s, n), frame in zip(maps, frames(), strict=True):
+            yield frame, upsample(s[None], frame.shape)[0].numpy(), n
 
     calibration = model.config.calibration
-    metrics = _metrics(scored, lo, hi, calibration, save_maps)
+    masks = _Masks(rule or MaskRule(), calibration, model.channels)
+    metrics = _metrics(scored, lo, hi, calibration, masks, save_maps)
     metrics['seconds'] = time.time() - start
     metrics['seconds_per_image_model'] = seconds_model / len(maps)
-    return Evaluation(metrics, scored, calibration)
+    return Evaluation(metrics, scored, calibration, masks.chosen)
 
 
 def evaluate_recorded(
-    frames: FrameSource, calibration: Calibration, save_maps: str | Path | None = None
+    frames: FrameSource,
+    calibration: Calibration,
+    save_maps: str | Path | None = None,
+    rule: MaskRule | None = None,
 ) -> Evaluation:
-    """Metrics of calibrated scores a node published (``frame.scores``), e.g. from a bag."""
+    """Metrics of calibrated scores a node published (``frame.scores``), e.g. from a bag.
+
+    Latent norms are not recorded, so the ``nfa`` mask rule is not measured.
+    """
     start = time.time()
 
-    def scored() -> Iterator[tuple[Frame, np.ndarray]]:
+    def scored() -> Iterator[tuple[Frame, np.ndarray, None]]:
         for frame in frames():
-            yield frame, uncalibrate(frame.scores, calibration)
+            yield frame, uncalibrate(frame.scores, calibration), None
 
     lo, hi = np.inf, -np.inf
-    for _, raw in scored():
+    for _, raw, _ in scored():
         lo, hi = min(lo, float(raw.min())), max(hi, float(raw.max()))
     if lo > hi:
         raise DataError('no recorded scores to evaluate')
-    metrics = _metrics(scored, lo, hi, calibration, save_maps)
+    masks = _Masks(rule or MaskRule(), calibration, None)
+    metrics = _metrics(scored, lo, hi, calibration, masks, save_maps)
     metrics['seconds'] = time.time() - start
-    return Evaluation(metrics, scored, calibration)
+    return Evaluation(metrics, scored, calibration, masks.chosen)
+
+
+class _Masks:
+    """The quality of every mask rule that can run, with the chosen rule's settings.
+
+    ``fpr`` needs the model's table and ``nfa`` latent norms. Quality: mean IoU over frames
+    with anomalies, false alarms over defect-free frames.
+    """
+
+    def __init__(self, rule: MaskRule, calibration: Calibration, channels: int | None) -> None:
+        reason = missing(rule, calibration, bool(channels))
+        if reason is not None:
+            raise ConfigError(reason)
+        self.rule, self.calibration, self.channels = rule, calibration, channels or 0
+        candidates = [
+            replace(rule, mode='fixed'),
+            replace(rule, mode='fpr'),
+            replace(rule, mode='nfa', nfa_null='chi2'),
+            replace(rule, mode='nfa', nfa_null='fitted'),
+        ]
+        self.rules = {
+            rule_name(r): r for r in candidates if missing(r, calibration, bool(channels)) is None
+        }
+        self.iou: dict[str, list[float]] = {m: [] for m in self.rules}
+        self.alarms: dict[str, list[float]] = {m: [] for m in self.rules}
+
+    def chosen(self, calibrated: np.ndarray, norms: np.ndarray | None) -> np.ndarray:
+        return self._mask(calibrated, norms, self.rule)
+
+    def _mask(
+        self, calibrated: np.ndarray, norms: np.ndarray | None, rule: MaskRule
+    ) -> np.ndarray:
+        return anomaly_mask(calibrated, norms, rule, self.calibration, self.channels) > 0
+
+    def update(
+        self, calibrated: np.ndarray, norms: np.ndarray | None, labels: np.ndarray
+    ) -> np.ndarray:
+        """Measure every rule on one labelled frame; returns the chosen rule's mask."""
+        valid, truth = labels != 255, labels == 1
+        masks = {m: self._mask(calibrated, norms, r) for m, r in self.rules.items()}
+        for mode, mask in masks.items():
+            pred = mask & valid
+            if truth.any():
+                self.iou[mode].append((pred & truth).sum() / (pred | truth).sum())
+            else:
+                self.alarms[mode].append(pred.sum() / max(valid.sum(), 1))
+        return masks[rule_name(self.rule)]
+
+    def summary(self) -> dict:
+        out: dict = {'rule': asdict(self.rule)}
+        for mode in self.rules:
+            alarms = np.asarray(self.alarms[mode])
+            out[mode] = {
+                'miou': float(np.mean(self.iou[mode])) if self.iou[mode] else None,
+                'false_alarm_images': float((alarms > 0).mean()) if alarms.size else None,
+                'false_alarm_pixels': float(alarms.mean()) if alarms.size else None,
+            }
+        return out
 
 
 def _metrics(
@@ -108,12 +183,15 @@ def _metrics(
     lo: float,
     hi: float,
     calibration: Calibration,
+    masks: _Masks,
     save_maps: str | Path | None,
 ) -> dict:
     """Stream every labelled frame into pooled, per-class and per-image accumulators.
 
     ``per_class``: for each file-name prefix with anomalies, AP and AUROC over its images plus
-    the defect-free ones (prefixes whose masks are all empty, such as ``free``).
+    the defect-free ones (prefixes whose masks are all empty, such as ``free``). ``masks``:
+    each mask rule's mean IoU and false alarms, and the mean IoU at the best single threshold
+    (``oracle``, chosen on the data itself: an upper bound for any fixed threshold).
     """
     hi = hi if hi > lo else lo + 1.0
     pooled = PixelMetrics(lo, hi, BINS)
@@ -122,11 +200,13 @@ def _metrics(
     counts: dict[str, int] = {}
     has_anomaly: dict[str, bool] = {}
     per_image = []
+    oracle_iou = np.zeros(IMAGE_BINS)
+    n_anomalous = 0
     unlabelled = 0
     maps_dir = Path(save_maps) if save_maps is not None else None
     if maps_dir is not None:
         maps_dir.mkdir(parents=True, exist_ok=True)
-    for frame, full in scored():
+    for frame, full, norms in scored():
         if frame.mask is None:
             unlabelled += 1
             continue
@@ -139,9 +219,15 @@ def _metrics(
         counts[frame.cls] = counts.get(frame.cls, 0) + 1
         has_anomaly[frame.cls] = has_anomaly.get(frame.cls, False) or bool((mask == 1).any())
         cal = calibrate(torch.from_numpy(full), calibration).numpy()
-        per_image.append(_image_summary(frame, full, cal, mask, lo, hi))
+        predicted = masks.update(cal, norms, mask)
+        image = PixelMetrics(lo, hi, IMAGE_BINS)
+        image.update(full, mask)
+        per_image.append(_image_summary(frame, image, cal, predicted, mask))
+        if (mask == 1).any():
+            oracle_iou += image.iou_curve()[1]
+            n_anomalous += 1
         if maps_dir is not None:
-            Image.fromarray(panel(frame, cal)).save(maps_dir / f'{frame.name}.png')
+            Image.fromarray(panel(frame, cal, predicted)).save(maps_dir / f'{frame.name}.png')
     if not per_image:
         raise DataError('no frame has ground truth; nothing to compute metrics on')
 
@@ -156,6 +242,15 @@ def _metrics(
         m = acc.compute()
         per_class[cls] = {'ap': m['ap'], 'auroc': m['auroc'], 'n_images': counts[cls]}
     result = pooled.compute()
+    mask_quality = masks.summary()
+    if n_anomalous:
+        edges = PixelMetrics(lo, hi, IMAGE_BINS).iou_curve()[0]
+        best = int(np.argmax(oracle_iou))
+        threshold = calibrate(torch.tensor([edges[best]], dtype=torch.float64), calibration)
+        mask_quality['oracle'] = {
+            'miou': float(oracle_iou[best] / n_anomalous),
+            'threshold': float(threshold[0]),
+        }
     return {
         'ap': result['ap'],
         'auroc': result['auroc'],
@@ -170,6 +265,7 @@ def _metrics(
         'n_unlabelled': unlabelled,
         'n_pos_pixels': result['n_pos'],
         'n_neg_pixels': result['n_neg'],
+        'masks': mask_quality,
         'per_image': per_image,
         'histogram': pooled.histogram(),
         'curves': pooled.curves(),
@@ -177,11 +273,9 @@ def _metrics(
 
 
 def _image_summary(
-    frame: Frame, raw: np.ndarray, cal: np.ndarray, mask: np.ndarray, lo: float, hi: float
+    frame: Frame, image: PixelMetrics, cal: np.ndarray, predicted: np.ndarray, mask: np.ndarray
 ) -> dict:
-    """Per-image AP (None without anomalous pixels) and false alarms at calibrated 0.5."""
-    image = PixelMetrics(lo, hi, IMAGE_BINS)
-    image.update(raw, mask)
+    """Per-image AP (None without anomalous pixels) and the predicted mask's false alarms."""
     ap = image.compute()['ap']
     normal = mask == 0
     return {
@@ -190,15 +284,15 @@ def _image_summary(
         'stamp_ns': frame.stamp_ns,
         'ap': None if np.isnan(ap) else ap,
         'max_score': float(cal.max()),
-        'false_alarm_fraction': float((cal[normal] >= 0.5).mean()) if normal.any() else 0.0,
+        'false_alarm_fraction': float(predicted[normal].mean()) if normal.any() else 0.0,
     }
 
 
-def panel(frame: Frame, calibrated: np.ndarray) -> np.ndarray:
-    """Input | heatmap overlay | predicted mask (calibrated >= 0.5) | ground truth."""
+def panel(frame: Frame, calibrated: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Input | heatmap overlay | predicted mask | ground truth."""
     shape = calibrated.shape
     rgb = frame.rgb if frame.rgb is not None else np.full((*shape, 3), 128, np.uint8)
-    pred = np.repeat(((calibrated >= 0.5) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    pred = np.repeat((predicted * 255).astype(np.uint8)[..., None], 3, axis=2)
     labels = frame.mask if frame.mask is not None else np.zeros(shape, np.uint8)
     truth = np.where(labels == 1, 255, np.where(labels == 255, 96, 0)).astype(np.uint8)
     truth = np.repeat(truth[..., None], 3, axis=2)

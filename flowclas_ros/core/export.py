@@ -3,8 +3,9 @@
 """ONNX export of backbone + flow + score: the one graph ONNX Runtime and TensorRT both run.
 
 The graph maps ``images`` ``(1, 3, H, W)`` float32 RGB in [0, 1] at a fixed size to ``scores``
-``(1, h, w)`` float32 raw patch scores (smoothing included). Upsampling and calibration depend on
-the frame size and stay outside, in the caller's torch code.
+``(1, h, w)`` float32 raw patch scores (smoothing included) and ``latent_norms`` ``(1, h, w)``
+float32 (``||z~||^2``, for the NFA mask). Upsampling and calibration depend on the frame size
+and stay outside, in the caller's torch code.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from flowclas_ros.core.model import CONFIG_FILE, WEIGHTS_FILE, FlowClasModel
 
 OPSET = 17
 INPUT_NAME = 'images'
-OUTPUT_NAME = 'scores'
+OUTPUT_NAMES = ('scores', 'latent_norms')
+# Changes whenever the graph's inputs or outputs do, so cached graphs of older code are redone.
+GRAPH_VERSION = 2
 PRECISIONS = ('fp32', 'fp16')
 
 
@@ -35,9 +38,10 @@ class _ScoreGraph(nn.Module):
         self.model = model
         self.half = half
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.half() if self.half else images
-        return self.model.patch_scores(self.model.features(x)).float()
+        scores, norms = self.model.patch_maps(self.model.features(x))
+        return scores.float(), norms.float()
 
 
 def export_onnx(
@@ -75,7 +79,7 @@ def export_onnx(
             (example,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
             opset_version=OPSET,
             **kwargs,
         )
@@ -97,5 +101,5 @@ def model_fingerprint(model_dir: str | Path, backbone_weights: str | None) -> st
         digest.update(
             f'{Path(backbone_weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}'.encode()
         )
-    digest.update(torch.__version__.encode())
+    digest.update(f'{torch.__version__}:graph{GRAPH_VERSION}'.encode())
     return digest.hexdigest()[:16]

@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """One image in, calibrated per-pixel scores out: what the node, the benchmark and users call.
 
-Resizing, scoring, upsampling and calibration stay on the model's device, so a frame costs one
-device-to-host copy. The mask and colour outputs are cheap NumPy on the result.
+Resizing, scoring, upsampling and calibration stay on the model's device; the host gets the
+output-size scores and the small patch grid of latent norms. Masks and colours are NumPy on
+those.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 import torch
 
 from flowclas_ros.core.data.images import to_batch
@@ -19,6 +19,7 @@ from flowclas_ros.core.engines import Engine, build_engine
 from flowclas_ros.core.errors import ConfigError, InputError
 from flowclas_ros.core.model import FlowClasModel, load_model, upsample
 from flowclas_ros.core.scoring import calibrate
+from flowclas_ros.core.thresholds.masks import MaskRule, anomaly_mask
 
 SIZE_POLICIES = ('model', 'keep_aspect')
 
@@ -86,14 +87,25 @@ class Detector:
         s = self.output_scale
         return max(1, round(height * s)), max(1, round(width * s))
 
-    @torch.no_grad()
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB ``(H, W, 3)`` -> calibrated float32 scores ``(h, w)`` in [0, 1].
 
         Raises:
             InputError: the frame is empty or not RGB, or the model produced NaN or inf.
         """
-        return self.postprocess(self.engine(self.preprocess(rgb)), rgb.shape[:2])
+        return self.detect(rgb)[0]
+
+    @torch.no_grad()
+    def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated scores as ``__call__``, and the latent norms on the patch grid (float64)."""
+        scores, norms = self.engine(self.preprocess(rgb))
+        return self.postprocess(scores, rgb.shape[:2]), self.host_norms(norms)
+
+    def mask(self, scores: np.ndarray, norms: np.ndarray | None, rule: MaskRule) -> np.ndarray:
+        """uint8 mask (0 or 255) of calibrated ``scores`` by ``rule``; see ``thresholds.masks``."""
+        return anomaly_mask(
+            scores, norms, rule, self.model.config.calibration, self.model.channels
+        )
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """Frame -> ``(1, 3, H, W)`` float batch at the network size, on the device."""
@@ -112,14 +124,10 @@ class Detector:
             raise InputError('non_finite_scores', 'the model produced NaN or inf scores')
         return out
 
-
-def anomaly_mask(scores: np.ndarray, threshold: float, min_area: int = 0) -> np.ndarray:
-    """Scores -> uint8 mask (0 or 255); 8-connected regions under ``min_area`` pixels dropped."""
-    hits = scores >= threshold
-    if min_area > 1 and hits.any():
-        labels, count = ndimage.label(hits, structure=np.ones((3, 3), bool))
-        sizes = np.bincount(labels.ravel(), minlength=count + 1)
-        keep = sizes >= min_area
-        keep[0] = False
-        hits = keep[labels]
-    return hits.astype(np.uint8) * 255
+    @staticmethod
+    def host_norms(norms: torch.Tensor) -> np.ndarray:
+        """Engine latent norms ``(1, h, w)`` -> ``(h, w)`` float64 on the host, checked finite."""
+        out = norms[0].double().cpu().numpy()
+        if not np.isfinite(out).all():
+            raise InputError('non_finite_scores', 'the model produced NaN or inf latent norms')
+        return out

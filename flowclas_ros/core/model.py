@@ -26,8 +26,8 @@ SCORES = ('nll', 'latent')
 class FlowClasModel(nn.Module):
     """Backbone features, their flow latent and the anomaly map derived from it.
 
-    ``forward`` is the inference path (and the one exported): ``(B, 3, H, W)`` RGB in [0, 1]
-    at ``config.input_size`` -> raw anomaly scores ``(B, H, W)``. Training uses the pieces.
+    ``forward``: ``(B, 3, H, W)`` RGB in [0, 1] -> raw anomaly scores ``(B, H, W)``. Inference
+    engines and training use the pieces (``features``, ``patch_maps``).
     """
 
     def __init__(self, config: ModelConfig, backbone: FeatureExtractor) -> None:
@@ -73,24 +73,28 @@ class FlowClasModel(nn.Module):
                 feats = torch.cat([feats, context], dim=1)
             return feats
 
-    def patch_scores(self, feats: torch.Tensor) -> torch.Tensor:
-        """Per-patch raw anomaly score ``(B, h, w)``; larger is more anomalous.
+    def patch_maps(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-patch raw anomaly score and latent norm, each ``(B, h, w)``.
 
-        ``nll``: negative log-likelihood per dimension, log-det included. ``latent``: the
-        bounded ``1 - exp(mean_c(-z~^2 / 2 - log sigma))`` on the standardized latent. Both are
-        then smoothed over neighbouring patches by ``config.score_smoothing``.
+        Score (larger is more anomalous): ``nll`` is the negative log-likelihood per dimension,
+        log-det included; ``latent`` is the bounded ``1 - exp(mean_c(-z~^2 / 2 - log sigma))``
+        on the standardized latent. Both are smoothed over neighbouring patches by
+        ``config.score_smoothing``. The norm ``q = sum_c z~^2`` is left unsmoothed, in float32:
+        under the normal hypothesis it is chi-square with C degrees of freedom, which the NFA
+        threshold relies on.
         """
         log_prob, z = self.flow.log_prob(feats)
+        zt = self.flow.base.standardize(z)
+        norms = zt.float().square().sum(dim=1)
         if self.config.score == 'nll':
             scores = -log_prob / self.channels
         else:
-            zt = self.flow.base.standardize(z)
             inner = (-0.5 * zt.square() - self.flow.base.log_std).mean(dim=1)
             scores = 1 - torch.exp(inner)
-        return smooth(scores, self.config.score_smoothing)
+        return smooth(scores, self.config.score_smoothing), norms
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        scores = self.patch_scores(self.features(images))
+        scores = self.patch_maps(self.features(images))[0]
         return upsample(scores, images.shape[-2:])
 
 

@@ -96,10 +96,10 @@ def _examples(metrics: dict, k: int) -> list[tuple[str, list[dict]]]:
 
 def _panels(evaluation: Evaluation, names: set[str]) -> dict[str, str]:
     found = {}
-    for frame, raw in evaluation.scored():
+    for frame, raw, norms in evaluation.scored():
         if frame.name in names and frame.name not in found:
             cal = calibrate(torch.from_numpy(raw), evaluation.calibration).numpy()
-            picture = Image.fromarray(panel(frame, cal))
+            picture = Image.fromarray(panel(frame, cal, evaluation.masks(cal, norms)))
             width = round(picture.width * PANEL_HEIGHT / picture.height)
             found[frame.name] = _png(picture.resize((width, PANEL_HEIGHT), Image.BILINEAR))
     return found
@@ -111,6 +111,33 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
         '<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in row) + '</tr>' for row in rows
     )
     return f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _rule_text(rule: dict) -> str:
+    setting = {
+        'fixed': f'calibrated score >= {rule["threshold"]:g}',
+        'fpr': f'target false-positive rate {rule["target_fpr"]:g}',
+        'nfa': f'log10 NFA < {rule["log10_epsilon"]:g}, {rule["nfa_null"]} null',
+    }[rule['mode']]
+    return f'{rule["mode"]}: {setting}'
+
+
+def _mask_table(masks: dict) -> str:
+    def pct(value: float | None) -> str:
+        return 'n/a' if value is None else f'{100 * value:.1f} %'
+
+    rows = []
+    for name, q in masks.items():
+        if name == 'rule':
+            continue
+        miou = 'n/a' if q['miou'] is None else f'{q["miou"]:.4f}'
+        if name == 'oracle':
+            rows.append([f'oracle: calibrated {q["threshold"]:.3f}', miou, '', ''])
+            continue
+        mode, _, null = name.partition('_')
+        text = _rule_text(masks['rule'] | {'mode': mode, 'nfa_null': null or 'chi2'})
+        rows.append([text, miou, pct(q['false_alarm_images']), pct(q['false_alarm_pixels'])])
+    return _table(['rule', 'mean IoU', 'false-alarm frames', 'false-alarm pixels'], rows)
 
 
 def write_report(
@@ -135,6 +162,8 @@ def write_report(
             for cls, v in m['per_class'].items()
         ],
     )
+    masks = _mask_table(m['masks'])
+    rule = _rule_text(m['masks']['rule'])
     plots = ''.join(
         f'<figure><img src="{src}" alt="{html.escape(name)}"><figcaption>{html.escape(name)}'
         '</figcaption></figure>'
@@ -175,9 +204,13 @@ figcaption {{ font-size: 0.85em; color: #555; }}
 ({m['n_pos_pixels']} anomalous, {m['n_neg_pixels']} normal).
 Per class: that class's frames plus the defect-free ones.</p>
 <h2>Metrics</h2>{pooled}{per_class}
+<h2>Masks</h2>
+<p>Mean IoU over frames with anomalies; false alarms over defect-free frames (frames with any
+marked pixel, and the mean fraction of pixels marked). The oracle threshold is the best single
+threshold chosen on these frames: a bound, not a setting to deploy.</p>{masks}
 <h2>Curves</h2>{plots}
 <h2>Examples</h2>
-<p>Each row: input | heatmap over the input | predicted mask (calibrated score &ge; 0.5) |
+<p>Each row: input | heatmap over the input | predicted mask ({html.escape(rule)}) |
 ground truth (white anomaly, grey ignored).</p>
 {''.join(sections)}
 </body></html>

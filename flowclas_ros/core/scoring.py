@@ -14,19 +14,30 @@ import torch
 import torch.nn.functional as F
 
 from flowclas_ros.core.config import Calibration
+from flowclas_ros.core.thresholds.fpr import fit_fpr_table
+from flowclas_ros.core.thresholds.nfa import fit_null
 
 _QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
 
-def fit_calibration(normal_scores: np.ndarray) -> Calibration:
-    """Fit on raw scores of normal pixels (any shape); NaNs are an error upstream."""
-    values = np.asarray(normal_scores, dtype=np.float64).ravel()
-    if values.size == 0:
-        raise ValueError('calibration needs normal pixels')
-    q = {f'{p:g}': float(np.quantile(values, p)) for p in _QUANTILES}
+def fit_calibration(
+    normal_maps: np.ndarray, normal_norms: np.ndarray | None = None
+) -> Calibration:
+    """Fit on raw patch score maps ``(N, h, w)`` of N normal images; NaNs are an error upstream.
+
+    Also stores the false-positive-rate table (per pixel and per image) for ``mask_mode=fpr``
+    and, given the images' latent norms, the fitted null of the NFA rule.
+    """
+    maps = np.asarray(normal_maps, dtype=np.float64)
+    if maps.ndim != 3 or maps.size == 0:
+        raise ValueError(f'calibration needs (N, h, w) normal score maps, got {maps.shape}')
+    q = {f'{p:g}': float(np.quantile(maps, p)) for p in _QUANTILES}
     center = q['0.99']
     width = max((center - q['0.5']) / 3, 1e-6)
-    return Calibration(center=center, width=width, quantiles=q)
+    null = None if normal_norms is None else fit_null(normal_norms)
+    return Calibration(
+        center=center, width=width, quantiles=q, fpr=fit_fpr_table(maps), latent_null=null
+    )
 
 
 def calibrate(scores: torch.Tensor, calibration: Calibration) -> torch.Tensor:

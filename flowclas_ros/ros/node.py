@@ -30,8 +30,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from flowclas_ros.core.data.imagemsg import compressed_to_rgb, image_to_rgb
 from flowclas_ros.core.device import resolve_device
-from flowclas_ros.core.errors import FlowclasError, InputError
-from flowclas_ros.core.inference import Detector, anomaly_mask
+from flowclas_ros.core.errors import ConfigError, FlowclasError, InputError
+from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.visualize import heatmap, overlay
 from flowclas_ros.ros.conversions import array_to_image, scaled_camera_info
 from flowclas_ros.ros.diagnostics import ERROR, STALE, WARN, CameraStats, Limits
@@ -323,14 +323,18 @@ class FlowClasNode(Node):
         camera.last_start = frame.received
         rgb = camera.convert(frame.msg)
         started = time.monotonic()
-        scores = detector(rgb)
+        scores, norms = detector.detect(rgb)
         inference = time.monotonic() - started
         header = frame.msg.header
         if 'score' in wanted:
             camera.publishers['score'].publish(array_to_image(scores, '32FC1', header))
         if 'mask' in wanted:
-            mask = anomaly_mask(scores, params.threshold, params.mask_min_area)
-            camera.publishers['mask'].publish(array_to_image(mask, 'mono8', header))
+            try:
+                mask = detector.mask(scores, norms, params.mask_rule())
+            except ConfigError as exc:  # fpr without a table: the other outputs still go out
+                camera.stats.on_warning('mask_unavailable', f'no mask: {exc}')
+            else:
+                camera.publishers['mask'].publish(array_to_image(mask, 'mono8', header))
         if wanted & {'heatmap', 'overlay'}:
             colour = heatmap(scores, *params.score_range)
             if 'heatmap' in wanted:
@@ -360,6 +364,7 @@ class FlowClasNode(Node):
             'model_dir': self._model_dir,
             'input_reliability': p.input_reliability,
             'mode': 'every_frame' if p.process_every_frame else 'newest_frame',
+            'mask_mode': p.mask_mode,
         }
         problem = None
         if self._detector is None:

@@ -15,6 +15,7 @@ from typing import Any
 from flowclas_ros.core.engines import BACKENDS
 from flowclas_ros.core.engines.pytorch import COMPILE_MODES, PRECISIONS
 from flowclas_ros.core.inference import SIZE_POLICIES
+from flowclas_ros.core.thresholds.masks import MASK_MODES, NFA_NULLS, MaskRule
 
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('reliable', 'best_effort')
@@ -67,7 +68,25 @@ class NodeParams:
     max_queue: int = _param(
         100, 'restart', 'frames queued per camera (and input QoS depth) in process_every_frame'
     )
-    threshold: float = _param(0.5, 'live', 'mask threshold on the calibrated score (0..1)')
+    mask_mode: str = _param(
+        'fixed',
+        'live',
+        'fixed: score >= threshold; fpr: thresholds for target_fpr of normal pixels and frames; '
+        'nfa: a contrario regions, no threshold',
+    )
+    threshold: float = _param(0.5, 'live', 'mask_mode fixed: threshold on the calibrated score')
+    target_fpr: float = _param(
+        0.01, 'live', 'mask_mode fpr: fraction of normal pixels, and of normal frames, marked'
+    )
+    nfa_log10_epsilon: float = _param(
+        0.0, 'live', 'mask_mode nfa: log10 of the false-alarm regions allowed per frame'
+    )
+    nfa_null: str = _param(
+        'chi2',
+        'live',
+        'mask_mode nfa: chi2 (C degrees of freedom, parameter-free) or fitted (on normal '
+        'validation patches: fewer false alarms)',
+    )
     score_range: list[float] = _param(
         [0.0, 1.0], 'live', 'calibrated score range the heatmap colours span'
     )
@@ -90,6 +109,16 @@ class NodeParams:
         out.validate()
         return out
 
+    def mask_rule(self) -> MaskRule:
+        return MaskRule(
+            self.mask_mode,
+            self.threshold,
+            self.target_fpr,
+            self.nfa_log10_epsilon,
+            self.mask_min_area,
+            self.nfa_null,
+        )
+
     def validate(self) -> None:
         checks = [
             (self.backend in BACKENDS, f'backend must be one of {BACKENDS}'),
@@ -104,7 +133,10 @@ class NodeParams:
             (self.input_reliability in RELIABILITIES, f'input_reliability: {RELIABILITIES}'),
             (self.input_depth >= 1, 'input_depth must be >= 1'),
             (self.max_queue >= 1, 'max_queue must be >= 1'),
+            (self.mask_mode in MASK_MODES, f'mask_mode must be one of {MASK_MODES}'),
             (0.0 <= self.threshold <= 1.0, 'threshold must be in [0, 1]'),
+            (0.0 < self.target_fpr <= 0.5, 'target_fpr must be in (0, 0.5]'),
+            (self.nfa_null in NFA_NULLS, f'nfa_null must be one of {NFA_NULLS}'),
             (
                 len(self.score_range) == 2 and self.score_range[0] < self.score_range[1],
                 'score_range must be [low, high] with low < high',

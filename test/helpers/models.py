@@ -22,12 +22,20 @@ def smooth_image(h=40, w=56, seed=0):
     return np.clip(big + rng.integers(-8, 9, big.shape), 0, 255).astype(np.uint8)
 
 
-def make_model(path, size):
-    """A random-init model with its calibration fitted on its own scores, so they spread."""
+def make_model(path, size, standardize=False):
+    """A random-init model with its calibration fitted on its own scores, so they spread.
+
+    ``standardize`` also fits the base Gaussian to the latents of those images, as training
+    would: their latent norms then look chi-square, and the NFA rule marks only what differs.
+    """
     model = build_model(ModelConfig(input_size=[size, size])).eval()
     batch = to_batch([smooth_image(size, size, seed=s) for s in range(4)], (size, size))
     with torch.no_grad():
-        raw = model.patch_scores(model.features(batch))
-    model.config.calibration = fit_calibration(raw.numpy())
+        if standardize:
+            _, z = model.flow.log_prob(model.features(batch))
+            model.flow.base.mean.copy_(z.mean((0, 2, 3), keepdim=True))
+            model.flow.base.log_std.copy_(z.std((0, 2, 3), keepdim=True).log())
+        raw, norms = model.patch_maps(model.features(batch))
+    model.config.calibration = fit_calibration(raw.numpy(), norms.numpy())
     save_model(model, path)
     return path

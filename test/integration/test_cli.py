@@ -157,3 +157,81 @@ def test_mask_size_mismatch(data, tmp_path):
 def test_missing_model_directory(data, tmp_path):
     r = run('eval', '--model', str(tmp_path / 'nothing'), '--data', str(data / 'test'))
     _assert_one_line_error(r, 'model directory not found')
+
+
+def _iou_by_hand(model_dir: Path, split: Path, rule) -> tuple[float, float]:
+    """Mean IoU on anomalous images and the share of defect-free images marked, by the core."""
+    from flowclas_ros.core.data.images import list_split, read_mask, read_rgb
+    from flowclas_ros.core.inference import Detector
+
+    detector = Detector.load(model_dir)
+    ious, alarms = [], []
+    for item in list_split(split):
+        rgb = read_rgb(item.image)
+        labels = read_mask(item.mask, rgb.shape[:2])
+        pred = (detector.mask(*detector.detect(rgb), rule) > 0) & (labels != 255)
+        truth = labels == 1
+        if truth.any():
+            ious.append((pred & truth).sum() / (pred | truth).sum())
+        else:
+            alarms.append(pred.any())
+    return float(np.mean(ious)), float(np.mean(alarms))
+
+
+def test_eval_measures_every_mask_rule_and_calibrate_refits(data, tmp_path):
+    from flowclas_ros.core.thresholds.masks import MaskRule
+
+    model = tmp_path / 'model'
+    r = run(
+        'train',
+        *('--images', str(data / 'train' / 'images'), '--out', str(model)),
+        *('--epochs', '1', '--input-size', *SIZE, '--mode', 'nll', '--quiet'),
+    )
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / 'm.json'
+    args = ('--model', str(model), '--data', str(data / 'test'), '--json', str(out))
+    r = run('eval', *args, '--mask-mode', 'nfa', '--nfa-log10-epsilon', '-1')
+    assert r.returncode == 0, r.stderr
+    masks = json.loads(out.read_text())['masks']
+    assert masks['rule']['mode'] == 'nfa'
+    assert set(masks) == {'rule', 'fixed', 'fpr', 'nfa', 'nfa_fitted', 'oracle'}
+    for mode, rule in (
+        ('fixed', MaskRule()),
+        ('fpr', MaskRule('fpr')),
+        ('nfa', MaskRule('nfa', log10_epsilon=-1)),
+        ('nfa_fitted', MaskRule('nfa', log10_epsilon=-1, nfa_null='fitted')),
+    ):
+        miou, alarms = _iou_by_hand(model, data / 'test', rule)
+        assert masks[mode]['miou'] == pytest.approx(miou, abs=1e-9), mode
+        assert masks[mode]['false_alarm_images'] == pytest.approx(alarms), mode
+        assert 0 <= masks[mode]['false_alarm_pixels'] <= masks[mode]['false_alarm_images']
+        assert f'mask {mode:<10} mIoU {miou:.4f}' in r.stdout
+    # No single threshold beats the oracle (up to its bins), the fixed 0.5 included.
+    assert masks['oracle']['miou'] >= masks['fixed']['miou'] - 1e-3
+    assert 0 < masks['oracle']['threshold'] < 1
+
+    # A model from before the false-positive-rate table and the fitted null: a one-line error
+    # naming the fix ...
+    config = json.loads((model / 'config.json').read_text())
+    assert config['calibration'].pop('fpr')['n_images'] >= 1
+    assert config['calibration'].pop('latent_null')['dof'] >= 1
+    (model / 'config.json').write_text(json.dumps(config))
+    _assert_one_line_error(run('eval', *args, '--mask-mode', 'fpr'), 'flowclas-calibrate')
+    _assert_one_line_error(
+        run('eval', *args, '--mask-mode', 'nfa', '--nfa-null', 'fitted'), 'flowclas-calibrate'
+    )
+    # ... which fits it (and the score scale) on the given normal images.
+    r = run('calibrate', '--model', str(model), '--images', str(data / 'train' / 'images'))
+    assert r.returncode == 0, r.stderr
+    assert 'calibrated on 10 frames' in r.stdout
+    refit = json.loads((model / 'config.json').read_text())
+    assert refit['calibration']['fpr']['n_images'] == 10
+    assert refit['calibration']['latent_null']['dof'] >= 1
+    assert refit['backbone'] == config['backbone']
+    r = run('eval', *args, '--mask-mode', 'fpr', '--target-fpr', '0.1')
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())['masks']['rule']['target_fpr'] == 0.1
+    _assert_one_line_error(run('eval', *args, '--target-fpr', '0.9'), 'target_fpr')
+    _assert_one_line_error(
+        run('calibrate', '--model', str(model), '--images', str(tmp_path / 'none')), 'not found'
+    )

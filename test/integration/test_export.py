@@ -17,13 +17,15 @@ from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.engines import build_engine
 from flowclas_ros.core.engines.tensorrt import cached_engine, engine_key, mismatched
 from flowclas_ros.core.errors import ConfigError, ModelFileError
-from flowclas_ros.core.export import INPUT_NAME, export_onnx, model_fingerprint
+from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES, export_onnx, model_fingerprint
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.model import build_model, load_model, save_model
 
 # Largest |ONNX Runtime - PyTorch| allowed on raw scores (NLL per dimension, about 1-3).
 # Measured: 2.4e-6 for EfficientNet-Lite0 and 3.6e-7 for DINOv2 ViT-S/14 (float32 reordering).
 TOLERANCE = 1e-4
+# Latent norms are sums of C squares (hundreds): compared relative to their largest value.
+NORM_TOLERANCE = 1e-5
 
 
 def _frame(h=480, w=640, seed=0):
@@ -57,18 +59,20 @@ def _onnx_vs_torch(model_dir, tmp_path):
     path = export_onnx(model, tmp_path / 'graph.onnx', size)
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
     session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    (got,) = session.run(None, {INPUT_NAME: x.numpy()})
+    got_scores, got_norms = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.numpy()})
     with torch.no_grad():
-        want = model.patch_scores(model.features(x)).numpy()
-    assert got.shape == want.shape
-    return float(np.abs(got - want).max())
+        scores, norms = (t.numpy() for t in model.patch_maps(model.features(x)))
+    assert got_scores.shape == scores.shape == got_norms.shape == norms.shape
+    relative = np.abs(got_norms - norms).max() / np.abs(norms).max()
+    return float(np.abs(got_scores - scores).max()), float(relative)
 
 
 @pytest.mark.parametrize('which', ['default_dir', 'dinov2_dir'])
 def test_onnx_runtime_matches_pytorch(which, request, tmp_path):
-    diff = _onnx_vs_torch(request.getfixturevalue(which), tmp_path)
-    print(f'{which}: max |onnxruntime - torch| = {diff:.2e}')
+    diff, norm_diff = _onnx_vs_torch(request.getfixturevalue(which), tmp_path)
+    print(f'{which}: max |onnxruntime - torch| = {diff:.2e}, latent norms {norm_diff:.2e} rel')
     assert diff < TOLERANCE
+    assert norm_diff < NORM_TOLERANCE
 
 
 def test_detector_backends_agree_and_the_graph_is_cached(default_dir, tmp_path):
@@ -112,7 +116,7 @@ def test_fp16_export_stores_half_weights(tmp_path):
     kinds = {init.data_type for init in graph.graph.initializer if len(init.dims) > 1}
     assert kinds == {onnx.TensorProto.FLOAT16}
     assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in graph.graph.output)
     for a, b in zip(before, model.flow.parameters(), strict=True):
         assert a.dtype == b.dtype == torch.float32
         assert torch.equal(a, b)  # the caller's model is untouched
@@ -222,8 +226,10 @@ def test_bench_cli_compares_backends(tmp_path):
 def test_export_cli(default_dir, tmp_path):
     r = _cli('export', '--model', str(default_dir), '--out', str(tmp_path / 'm.onnx'))
     assert r.returncode == 0, r.stderr
-    diff = float(r.stdout.split('max abs difference')[1])
-    assert diff < TOLERANCE
+    scores_line, norms_line = r.stdout.splitlines()[1:3]
+    assert float(scores_line.split('max abs difference')[1].split()[0]) < TOLERANCE
+    diff, largest = norms_line.split('max abs difference')[1].split(' (largest value ')
+    assert float(diff) < NORM_TOLERANCE * float(largest.rstrip(')'))
     r = _cli('export', '--model', str(tmp_path / 'missing'), '--out', str(tmp_path / 'x.onnx'))
     assert r.returncode == 2
     assert r.stderr.strip().count('\n') == 0

@@ -3,6 +3,8 @@
 """flowclas_node in its own process, driven over real Fast DDS on loopback."""
 
 import io
+import json
+import shutil
 import time
 
 from imagemsgs import encode, pack
@@ -14,7 +16,8 @@ from rosnode import Client, NodeProcess, Outputs, next_stamp, send, wait_for
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from flowclas_ros.core.data.imagemsg import compressed_to_rgb, image_to_rgb
-from flowclas_ros.core.inference import Detector, anomaly_mask
+from flowclas_ros.core.inference import Detector
+from flowclas_ros.core.thresholds.masks import MaskRule
 
 pytestmark = pytest.mark.ros
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
@@ -90,7 +93,9 @@ def _check_outputs(outputs, stamp, rgb, detector):
     mask_values = _array(mask, np.uint8)
     assert set(np.unique(mask_values)) <= {0, 255}
     near = np.abs(expected - 0.5) < 1e-4  # the default threshold; rounding may flip these
-    np.testing.assert_array_equal(mask_values[~near], anomaly_mask(expected, 0.5)[~near])
+    np.testing.assert_array_equal(
+        mask_values[~near], detector.mask(expected, None, MaskRule())[~near]
+    )
     assert _array(heat, np.uint8, 3).shape == rgb.shape
 
 
@@ -160,11 +165,68 @@ def test_live_threshold_changes_the_next_mask(raw_node, client, detector):
             stamp = send(pub, msg, outputs.complete)
             mask = _array(outputs.get('mask', stamp), np.uint8)
             near = np.abs(expected - threshold) < 1e-4
-            want = anomaly_mask(expected, threshold)
+            want = detector.mask(expected, None, MaskRule(threshold=threshold))
             np.testing.assert_array_equal(mask[~near], want[~near])
             assert abs((mask == 255).mean() - (1 - q)) < 0.05
     finally:
         client.set_parameters(raw_node.name, threshold=0.5)
+
+
+def _serve(client, node, status, directory):
+    (result,) = client.set_parameters(node.name, model_dir=str(directory))
+    assert result.successful
+    wait_for(lambda: client.diagnostics(status)[2]['model_dir'] == str(directory), 60, 'reload')
+
+
+def test_mask_modes_switch_live_and_match_the_core(raw_node, client, model_dir, tmp_path):
+    status = 'flowclas: /raw/cam_a/image'
+    pub = client.publisher('/raw/cam_a/image', Image)
+    outputs = Outputs(client, '/raw/cam_a', names=('score', 'mask'))
+    standard = make_model(tmp_path / 'standard', 128, standardize=True)
+    detector = Detector.load(standard)
+    clean = smooth_image(128, 128, seed=0)  # one of the images the model was fitted on
+    odd = clean.copy()
+    odd[8:48, 8:48] = np.random.default_rng(0).integers(0, 256, (40, 40, 3))
+    try:
+        _serve(client, raw_node, status, standard)
+        for rule in (
+            MaskRule('nfa'),
+            MaskRule('nfa', nfa_null='fitted'),
+            MaskRule('fpr', target_fpr=0.05),
+        ):
+            results = client.set_parameters(
+                raw_node.name,
+                mask_mode=rule.mode,
+                target_fpr=rule.target_fpr,
+                nfa_log10_epsilon=rule.log10_epsilon,
+                nfa_null=rule.nfa_null,
+            )
+            assert all(r.successful for r in results), results
+            marked = []
+            for rgb in (clean, odd):
+                stamp = send(pub, encode(rgb, 'rgb8'), outputs.complete)
+                got = _array(outputs.get('mask', stamp), np.uint8)
+                np.testing.assert_array_equal(got, detector.mask(*detector.detect(rgb), rule))
+                marked.append((got > 0).mean())
+            assert marked[0] == 0 < marked[1], (rule.mode, marked)
+            assert client.diagnostics(status)[2]['mask_mode'] == rule.mode
+        # A model from before the table existed: scores still go out, the mask is counted.
+        old = tmp_path / 'old'
+        shutil.copytree(standard, old)
+        config = json.loads((old / 'config.json').read_text())
+        config['calibration']['fpr'] = None
+        (old / 'config.json').write_text(json.dumps(config))
+        _serve(client, raw_node, status, old)
+        send(pub, encode(clean, 'rgb8'), Outputs(client, '/raw/cam_a', names=('score',)).complete)
+        values = wait_for(
+            lambda: (v := client.diagnostics(status)[2]).get('warning.mask_unavailable') and v,
+            10,
+            'the mask to be counted',
+        )
+        assert 'flowclas-calibrate' in values['last_error']
+    finally:
+        client.set_parameters(raw_node.name, mask_mode='fixed')
+        _serve(client, raw_node, status, model_dir)
 
 
 def test_bad_and_restart_only_parameter_changes_are_refused(raw_node, client):

@@ -35,7 +35,6 @@ from flowclas_ros.core.data.images import (
     read_rgb,
 )
 from flowclas_ros.core.errors import DataError, InputError
-from flowclas_ros.core.inference import anomaly_mask
 from flowclas_ros.core.visualize import heatmap
 
 IMAGE = 'sensor_msgs/msg/Image'
@@ -291,10 +290,9 @@ def write_outputs(
     prefix: str,
     frame: Frame,
     calibrated: np.ndarray,
-    threshold: float = 0.5,
-    min_area: int = 0,
+    mask: np.ndarray,
 ) -> None:
-    """``prefix``/score, /heatmap and /mask of one bag frame, as the node publishes them.
+    """``prefix``/score, /heatmap and /mask (uint8 0/255) of one frame, as the node publishes.
 
     They carry the input's header and bag time.
     """
@@ -302,7 +300,6 @@ def write_outputs(
     stamp = {'stamp_ns': frame.stamp_ns, 'frame_id': frame.frame_id, 'log_ns': frame.log_ns}
     writer.write_image(f'{prefix}/score', calibrated.astype(np.float32), '32FC1', **stamp)
     writer.write_image(f'{prefix}/heatmap', heatmap(calibrated), 'rgb8', **stamp)
-    mask = anomaly_mask(calibrated, threshold, min_area)
     writer.write_image(f'{prefix}/mask', mask, 'mono8', **stamp)
 
 

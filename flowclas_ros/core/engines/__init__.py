@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Backends that run backbone + flow + score: one interface, three ways to run it.
 
-An engine maps ``(1, 3, H, W)`` float RGB in [0, 1] on its device to raw patch scores
-``(1, h, w)`` float32 on the same device; ``Detector`` does the rest around it.
+An engine maps ``(1, 3, H, W)`` float RGB in [0, 1] on its device to raw patch scores and
+latent norms, each ``(1, h, w)`` float32 on the same device; ``Detector`` does the rest.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from flowclas_ros.core.model import FlowClasModel
 
 
 class Engine:
-    """Raw patch scores for a preprocessed batch."""
+    """Raw patch scores and latent norms for a preprocessed batch."""
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """``(1, 3, H, W)`` float in [0, 1] -> ``(1, h, w)`` float32, on the images' device."""
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(1, 3, H, W)`` float in [0, 1] -> scores and norms, each ``(1, h, w)`` float32."""
         raise NotImplementedError
 
 

@@ -11,7 +11,7 @@ import torch
 
 from flowclas_ros.core.engines.base import Engine, ExportedGraphs
 from flowclas_ros.core.errors import ConfigError
-from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAME
+from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES
 from flowclas_ros.core.model import FlowClasModel
 
 
@@ -58,21 +58,23 @@ class OnnxRuntimeEngine(Engine):
             )
         return self._sessions[size]
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         session = self._session(tuple(images.shape[-2:]))
         if self.device.type != 'cuda':
-            (scores,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
-            return torch.from_numpy(scores)
+            outputs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images.numpy()})
+            scores, norms = (torch.from_numpy(o) for o in outputs)
+            return scores, norms
         images = images.contiguous()
-        out_shape = session.get_outputs()[0].shape
-        scores = torch.empty(out_shape, dtype=torch.float32, device=self.device)
         binding = session.io_binding()
         index = self.device.index or 0
         binding.bind_input(
             INPUT_NAME, 'cuda', index, np.float32, list(images.shape), images.data_ptr()
         )
-        binding.bind_output(
-            OUTPUT_NAME, 'cuda', index, np.float32, list(scores.shape), scores.data_ptr()
-        )
+        outputs = []
+        for name, meta in zip(OUTPUT_NAMES, session.get_outputs(), strict=True):
+            out = torch.empty(meta.shape, dtype=torch.float32, device=self.device)
+            binding.bind_output(name, 'cuda', index, np.float32, list(out.shape), out.data_ptr())
+            outputs.append(out)
         session.run_with_iobinding(binding)
-        return scores
+        scores, norms = outputs
+        return scores, norms

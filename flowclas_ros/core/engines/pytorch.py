@@ -15,7 +15,7 @@ COMPILE_MODES = ('none', 'default', 'reduce-overhead', 'max-autotune')
 
 
 class TorchEngine(Engine):
-    """``model.patch_scores(model.features(x))`` under autocast, optionally ``torch.compile``d.
+    """``model.patch_maps(model.features(x))`` under autocast, optionally ``torch.compile``d.
 
     ``reduce-overhead`` captures CUDA graphs, which removes per-kernel launch cost at batch 1.
     """
@@ -37,8 +37,8 @@ class TorchEngine(Engine):
         if compile_mode != 'none':
             self._run = torch.compile(self._forward, mode=compile_mode)
 
-    def _forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.patch_scores(self.model.features(images))
+    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.patch_maps(self.model.features(images))
 
     def autocast(self) -> torch.autocast:
         """The precision context the engine runs in (the benchmark times stages inside it)."""
@@ -46,6 +46,7 @@ class TorchEngine(Engine):
         return torch.autocast(self.device_type, dtype=dtype, enabled=dtype is not None)
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self.autocast():
-            return self._run(images).float()
+            scores, norms = self._run(images)
+        return scores.float(), norms.float()

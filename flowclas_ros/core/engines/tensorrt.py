@@ -22,7 +22,7 @@ import torch
 
 from flowclas_ros.core.engines.base import Engine, ExportedGraphs
 from flowclas_ros.core.errors import ConfigError, ModelFileError
-from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAME
+from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES
 from flowclas_ros.core.model import FlowClasModel
 
 PRECISIONS = ('fp32', 'fp16')
@@ -142,13 +142,17 @@ class TensorRTEngine(Engine):
             self._contexts[size] = (engine, engine.create_execution_context())
         return self._contexts[size]
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         engine, context = self._context(tuple(images.shape[-2:]))
         images = images.contiguous()
-        shape = tuple(engine.get_tensor_shape(OUTPUT_NAME))
-        scores = torch.empty(shape, dtype=torch.float32, device=self.device)
         context.set_tensor_address(INPUT_NAME, images.data_ptr())
-        context.set_tensor_address(OUTPUT_NAME, scores.data_ptr())
+        outputs = []
+        for name in OUTPUT_NAMES:
+            shape = tuple(engine.get_tensor_shape(name))
+            out = torch.empty(shape, dtype=torch.float32, device=self.device)
+            context.set_tensor_address(name, out.data_ptr())
+            outputs.append(out)
         if not context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
             raise RuntimeError('TensorRT execution failed')
-        return scores
+        scores, norms = outputs
+        return scores, norms

@@ -102,6 +102,17 @@ class PixelMetrics:
             'precision': [1.0, *precision.tolist()],
         }
 
+    def iou_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """IoU of "score >= threshold" with the anomalous pixels, at each bin's lower edge.
+
+        Returns ``(thresholds, iou)``, thresholds increasing; IoU is 0 without anomalies.
+        """
+        tp = np.cumsum(self._counts[1, ::-1])[::-1].astype(np.float64)
+        fp = np.cumsum(self._counts[0, ::-1])[::-1].astype(np.float64)
+        union = tp[0] + fp
+        iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
+        return self.lo + np.arange(self.bins) * (self.hi - self.lo) / self.bins, iou
+
     def compute(self) -> dict[str, float]:
         """Return ``ap``, ``auroc``, ``fpr95`` (NaN if a class is empty), ``n_pos``, ``n_neg``.
 

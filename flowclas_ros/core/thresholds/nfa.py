@@ -22,6 +22,8 @@ import math
 import numpy as np
 from scipy import ndimage, special, stats
 
+from flowclas_ros.core.config import LatentNull
+
 _LN10 = math.log(10.0)
 # Fixed polyominoes of r cells: about 0.316915 * 4.062570^r / r (Jensen's asymptotic fit).
 _POLY_C, _POLY_MU = 0.316915, 4.062570
@@ -123,6 +125,15 @@ def nfa_regions(q: np.ndarray, dof: int) -> list[tuple[int, float, int, float]]:
         else:
             selection[p], best[p] = below, below_best
     return [s for sel in selection.values() for s in sel]
+
+
+def fit_null(normal_norms: np.ndarray) -> LatentNull:
+    """``scale * chi2(dof)`` with the mean and variance of normal patches' latent norms."""
+    q = np.asarray(normal_norms, dtype=np.float64)
+    if q.size < 2 or not np.isfinite(q).all():
+        raise ValueError('fitting the null needs finite latent norms of several patches')
+    mean, var = float(q.mean()), float(q.var())
+    return LatentNull(scale=var / (2 * mean), dof=max(1, round(2 * mean**2 / var)))
 
 
 def nfa_mask(q: np.ndarray, dof: int, log10_epsilon: float = 0.0) -> np.ndarray:

@@ -92,17 +92,19 @@ class _Validation:
         self.normal = normal  # clean normal images for calibration
 
     @torch.no_grad()
-    def scores(
+    def maps(
         self, model: FlowClasModel, images: torch.Tensor, device: torch.device
-    ) -> torch.Tensor:
-        out = []
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw patch scores and latent norms, each ``(N, h, w)``."""
+        scores, norms = [], []
         for i in range(0, len(images), 8):
-            feats = model.features(_as_float(images[i : i + 8], device))
-            out.append(model.patch_scores(feats).cpu())
-        return torch.cat(out)
+            s, n = model.patch_maps(model.features(_as_float(images[i : i + 8], device)))
+            scores.append(s.cpu())
+            norms.append(n.cpu())
+        return torch.cat(scores), torch.cat(norms)
 
     def ap(self, model: FlowClasModel, device: torch.device) -> float:
-        scores = self.scores(model, self.images, device)
+        scores = self.maps(model, self.images, device)[0]
         labels = grid_labels(self.labels, tuple(scores.shape[-2:]))
         return float(exact_pixel_metrics(scores.numpy(), labels.numpy())['ap'])
 
@@ -302,10 +304,10 @@ def train(
     if best_state is not None:
         load_trained_state(model, best_state)
     model.flow.eval()
-    normal_scores = val.scores(model, val.normal, dev)
-    if not torch.isfinite(normal_scores).all():
+    normal_scores, normal_norms = val.maps(model, val.normal, dev)
+    if not (torch.isfinite(normal_scores).all() and torch.isfinite(normal_norms).all()):
         raise FloatingPointError('non-finite scores on validation images after training')
-    config.calibration = fit_calibration(normal_scores.numpy())
+    config.calibration = fit_calibration(normal_scores.numpy(), normal_norms.numpy())
     save_model(model, out_dir)
     result.seconds = time.time() - start
     (out_dir / LOG_FILE).write_text(

@@ -9,7 +9,7 @@ import torch
 from flowclas_ros.core.config import Calibration, ModelConfig
 from flowclas_ros.core.data.images import to_batch
 from flowclas_ros.core.errors import ConfigError, InputError
-from flowclas_ros.core.inference import Detector, anomaly_mask
+from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.model import build_model, load_model, save_model
 from flowclas_ros.core.scoring import calibrate
 
@@ -32,7 +32,7 @@ def test_scores_match_the_model_at_the_frame_size(model):
     assert scores.dtype == np.float32
     with torch.no_grad():
         raw = torch.nn.functional.interpolate(
-            model.patch_scores(model.features(to_batch([rgb], (64, 64))))[:, None],
+            model.patch_maps(model.features(to_batch([rgb], (64, 64))))[0][:, None],
             size=(48, 80),
             mode='bilinear',
             align_corners=False,
@@ -90,16 +90,13 @@ def test_nan_producing_weights_are_caught(tmp_path, model):
     assert info.value.reason == 'non_finite_scores'
 
 
-def test_mask_threshold_and_min_area():
-    scores = np.zeros((20, 20), np.float32)
-    scores[2:4, 2:4] = 0.9  # 4 pixels
-    scores[10:16, 10:16] = 0.8  # 36 pixels
-    mask = anomaly_mask(scores, 0.5)
-    assert mask.dtype == np.uint8
-    assert set(np.unique(mask)) == {0, 255}
-    assert (mask == 255).sum() == 40
-    assert (anomaly_mask(scores, 0.85) == 255).sum() == 4
-    kept = anomaly_mask(scores, 0.5, min_area=5)
-    assert (kept == 255).sum() == 36
-    assert kept[2, 2] == 0
-    assert not anomaly_mask(scores, 0.5, min_area=100).any()
+def test_detect_gives_the_standardized_latent_norms(model):
+    rgb = _image(48, 80, seed=2)
+    scores, norms = Detector(model).detect(rgb)
+    np.testing.assert_array_equal(scores, Detector(model)(rgb))
+    with torch.no_grad():
+        _, z = model.flow.log_prob(model.features(to_batch([rgb], (64, 64))))
+        want = model.flow.base.standardize(z).square().sum(1)[0].double().numpy()
+    assert norms.dtype == np.float64
+    assert norms.shape == want.shape == (4, 4)  # the patch grid (stride 16), not the frame
+    np.testing.assert_allclose(norms, want, rtol=1e-6)

@@ -1,0 +1,102 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""flowclas-calibrate: refit a model's score calibration on normal images of a new site.
+
+Training fits the calibration (the 0..1 score scale, the false-positive-rate thresholds and
+the NFA rule's fitted null) on its held-out normal images. Scenes differ from place to place:
+frames of the robot's own camera with nothing unusual in them (a folder or a bag) give
+thresholds that mean what they say there. Only ``config.json`` changes; the trained weights do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+import json
+from pathlib import Path
+
+import numpy as np
+
+from flowclas_ros.cli.common import run_tool
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='flowclas-calibrate', description=__doc__)
+    p.add_argument('--model', required=True, help='model directory to update')
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument('--images', help='folder of normal images')
+    source.add_argument('--bag', help='a bag of normal camera frames')
+    p.add_argument('--topic', help='image topic in --bag')
+    p.add_argument('--every', type=int, default=1, help='--bag: keep every N-th frame')
+    p.add_argument('--weights', help='override the backbone checkpoint path in the model')
+    p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
+    return p
+
+
+def _frames(args: argparse.Namespace, rejected: dict[str, int]) -> Iterator[np.ndarray]:
+    from flowclas_ros.core.errors import DataError, InputError
+
+    if args.images:
+        from flowclas_ros.core.data.images import list_images, read_rgb
+
+        for path in list_images(args.images):
+            yield read_rgb(path)
+        return
+    from flowclas_ros.core.data.bags import read_images
+
+    if not args.topic:
+        raise DataError('--bag needs --topic (the camera image topic)')
+    if args.every < 1:
+        raise DataError('--every must be 1 or more')
+    for i, message in enumerate(read_images(args.bag, args.topic)):
+        if i % args.every == 0:
+            try:
+                yield message.rgb()
+            except InputError as exc:
+                rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+
+    def body() -> int:
+        import torch
+
+        from flowclas_ros.core.device import resolve_device
+        from flowclas_ros.core.errors import DataError
+        from flowclas_ros.core.inference import Detector
+        from flowclas_ros.core.model import CONFIG_FILE, load_model
+        from flowclas_ros.core.scoring import fit_calibration
+
+        model = load_model(args.model, args.weights, resolve_device(args.device))
+        detector = Detector(model)
+        rejected: dict[str, int] = {}
+        maps, norms = [], []
+        with torch.no_grad():
+            for rgb in _frames(args, rejected):
+                scores, latent = detector.engine(detector.preprocess(rgb))
+                if not torch.isfinite(scores).all():
+                    raise DataError('the model produced NaN or inf scores on a normal frame')
+                maps.append(scores[0].double().cpu().numpy())
+                norms.append(detector.host_norms(latent))
+        if not maps:
+            raise DataError('no normal frames to calibrate on')
+        old = model.config.calibration
+        model.config.calibration = fit_calibration(np.stack(maps), np.stack(norms))
+        # The stored backbone path stays as trained; --weights only overrides it for this run.
+        config = json.loads((Path(args.model) / CONFIG_FILE).read_text())
+        config['calibration'] = model.config.to_dict()['calibration']
+        (Path(args.model) / CONFIG_FILE).write_text(json.dumps(config, indent=2) + '\n')
+        new = model.config.calibration
+        print(
+            f'calibrated on {len(maps)} frames: centre {old.center:.4f} -> {new.center:.4f}, '
+            f'width {old.width:.4f} -> {new.width:.4f}'
+            + (f'; skipped undecodable frames: {rejected}' if rejected else '')
+        )
+        return 0
+
+    return run_tool('flowclas-calibrate', body)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

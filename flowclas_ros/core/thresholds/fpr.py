@@ -1,0 +1,56 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Thresholds for a target false-positive rate, set on normal validation images.
+
+Two rates matter on a robot: the fraction of normal pixels marked (how speckled a mask is) and
+the fraction of normal frames with anything marked (how often it raises an alarm). A table of
+raw-score quantiles at fixed rates is stored with the model, so any target can be looked up
+at run time without the validation data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flowclas_ros.core.config import FprTable
+
+# 0.5 down to 1e-6, evenly spaced in log: lookups interpolate in log(rate).
+LEVELS = np.geomspace(0.5, 1e-6, 49)
+
+
+def fit_fpr_table(normal_maps: np.ndarray) -> FprTable:
+    """Quantiles of raw patch scores ``(N, h, w)`` of N normal images, per pixel and per image.
+
+    An image's score is its largest patch score: a frame is flagged when any patch is.
+    """
+    maps = np.asarray(normal_maps, dtype=np.float64)
+    if maps.ndim != 3 or maps.size == 0:
+        raise ValueError(f'expected (N, h, w) normal score maps, got shape {maps.shape}')
+    image_max = maps.reshape(len(maps), -1).max(axis=1)
+    return FprTable(
+        fpr=LEVELS.tolist(),
+        pixel=np.quantile(maps, 1 - LEVELS, method='higher').tolist(),
+        image=np.quantile(image_max, 1 - LEVELS, method='higher').tolist(),
+        n_pixels=int(maps.size),
+        n_images=len(maps),
+    )
+
+
+def fpr_thresholds(table: FprTable, target_fpr: float) -> tuple[float, float]:
+    """Raw (pixel, image) thresholds exceeded by ``target_fpr`` of normal pixels / images.
+
+    Below the table's resolution (one pixel or image in the validation set) the largest
+    normal score is returned; ``resolution`` tells callers when that happens.
+    """
+    if not 0 < target_fpr <= 0.5:
+        raise ValueError(f'target_fpr must be in (0, 0.5], got {target_fpr}')
+    x = np.log(np.asarray(table.fpr))[::-1]  # increasing, as np.interp needs
+    at = np.log(target_fpr)
+    pixel = float(np.interp(at, x, np.asarray(table.pixel)[::-1]))
+    image = float(np.interp(at, x, np.asarray(table.image)[::-1]))
+    return pixel, image
+
+
+def resolution(table: FprTable) -> tuple[float, float]:
+    """The smallest (pixel, image) rates the validation set can tell apart."""
+    return 1 / table.n_pixels, 1 / table.n_images

@@ -1,0 +1,138 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Binary anomaly masks from a frame's scores, by one of three rules.
+
+``fixed``: calibrated score >= ``threshold``. ``fpr``: the thresholds that mark
+``target_fpr`` of normal validation pixels, applied only in frames whose largest score is
+above the threshold that flags ``target_fpr`` of normal validation frames. ``nfa``: the a
+contrario regions of the latent norms with log10 NFA < ``log10_epsilon``, no tuning at all,
+under the chi-square null with C degrees of freedom (``nfa_null='chi2'``, U-Flow's) or the
+``scale * chi2(dof)`` fitted on normal validation patches (``'fitted'``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+import torch
+import torch.nn.functional as F
+
+from flowclas_ros.core.config import Calibration
+from flowclas_ros.core.errors import ConfigError
+from flowclas_ros.core.scoring import calibrate
+from flowclas_ros.core.thresholds.fpr import fpr_thresholds
+from flowclas_ros.core.thresholds.nfa import nfa_mask
+
+MASK_MODES = ('fixed', 'fpr', 'nfa')
+NFA_NULLS = ('chi2', 'fitted')
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """Which rule cuts the mask, its one setting, and the smallest region kept (pixels)."""
+
+    mode: str = 'fixed'
+    threshold: float = 0.5
+    target_fpr: float = 0.01
+    log10_epsilon: float = 0.0
+    min_area: int = 0
+    nfa_null: str = 'chi2'
+
+    def __post_init__(self) -> None:
+        if self.mode not in MASK_MODES:
+            raise ConfigError(f'unknown mask mode {self.mode!r}; choose from {MASK_MODES}')
+        if not 0 <= self.threshold <= 1:
+            raise ConfigError(f'threshold must be in [0, 1], got {self.threshold}')
+        if not 0 < self.target_fpr <= 0.5:
+            raise ConfigError(f'target_fpr must be in (0, 0.5], got {self.target_fpr}')
+        if self.nfa_null not in NFA_NULLS:
+            raise ConfigError(f'unknown NFA null {self.nfa_null!r}; choose from {NFA_NULLS}')
+        if self.min_area < 0:
+            raise ConfigError(f'min_area must be >= 0, got {self.min_area}')
+
+
+def rule_name(rule: MaskRule) -> str:
+    """``fixed``, ``fpr``, ``nfa`` or ``nfa_fitted``: how reports label a rule."""
+    return 'nfa_fitted' if rule.mode == 'nfa' and rule.nfa_null == 'fitted' else rule.mode
+
+
+def missing(rule: MaskRule, calibration: Calibration, has_norms: bool) -> str | None:
+    """Why ``rule`` cannot run with this calibration (and norms or not), or None if it can."""
+    if rule.mode == 'fpr' and calibration.fpr is None:
+        return (
+            'the model has no false-positive-rate table (trained before it existed); '
+            'run flowclas-calibrate on normal images, or use mask_mode fixed or nfa'
+        )
+    if rule.mode == 'nfa' and not has_norms:
+        return 'mask mode nfa needs the latent norms, and recorded scores have none'
+    if rule.mode == 'nfa' and rule.nfa_null == 'fitted' and calibration.latent_null is None:
+        return (
+            'the model has no fitted latent null (trained before it existed); '
+            'run flowclas-calibrate on normal images, or use nfa_null chi2'
+        )
+    return None
+
+
+def calibrated_fpr_thresholds(calibration: Calibration, target_fpr: float) -> tuple[float, float]:
+    """(pixel, frame) thresholds of the ``fpr`` rule on the calibrated 0..1 scale."""
+    raw = torch.tensor(fpr_thresholds(calibration.fpr, target_fpr), dtype=torch.float64)
+    pixel, frame = calibrate(raw, calibration).tolist()
+    return pixel, frame
+
+
+def anomaly_mask(
+    scores: np.ndarray,
+    norms: np.ndarray | None,
+    rule: MaskRule,
+    calibration: Calibration,
+    channels: int,
+) -> np.ndarray:
+    """uint8 mask (0 or 255) the size of ``scores``.
+
+    Args:
+        scores: calibrated scores (H, W).
+        norms: latent norms on the patch grid (h, w); only the ``nfa`` rule reads them.
+        rule: the rule and its settings.
+        calibration: the model's calibration (``fpr`` reads its table).
+        channels: latent dimensions, the chi-square degrees of freedom of the ``chi2`` null.
+    """
+    reason = missing(rule, calibration, norms is not None)
+    if reason is not None:
+        raise ConfigError(reason)
+    if rule.mode == 'fixed':
+        hits = scores >= rule.threshold
+    elif rule.mode == 'fpr':
+        pixel, frame = calibrated_fpr_thresholds(calibration, rule.target_fpr)
+        hits = (
+            scores >= pixel
+            if scores.size and scores.max() >= frame
+            else np.zeros_like(scores, bool)
+        )
+    else:
+        dof = channels
+        if rule.nfa_null == 'fitted':
+            norms, dof = norms / calibration.latent_null.scale, calibration.latent_null.dof
+        hits = resize_mask(nfa_mask(norms, dof, rule.log10_epsilon), scores.shape)
+    return drop_small(hits, rule.min_area).astype(np.uint8) * 255
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A patch-grid mask at ``shape``, bilinear then >= 0.5, so edges follow the scores'."""
+    if mask.shape == tuple(shape):
+        return mask
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    up = F.interpolate(t, size=tuple(shape), mode='bilinear', align_corners=False)
+    return up[0, 0].numpy() >= 0.5
+
+
+def drop_small(hits: np.ndarray, min_area: int) -> np.ndarray:
+    """``hits`` without its 8-connected regions under ``min_area`` pixels."""
+    if min_area <= 1 or not hits.any():
+        return hits
+    labels, count = ndimage.label(hits, structure=np.ones((3, 3), bool))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    keep = sizes >= min_area
+    keep[0] = False
+    return keep[labels]

@@ -1,0 +1,164 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The three mask rules: fixed threshold, target false-positive rate, a contrario NFA."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+import torch
+
+from flowclas_ros.core.config import Calibration, ModelConfig
+from flowclas_ros.core.errors import ConfigError
+from flowclas_ros.core.scoring import calibrate, fit_calibration
+from flowclas_ros.core.thresholds.fpr import LEVELS, fit_fpr_table, fpr_thresholds, resolution
+from flowclas_ros.core.thresholds.masks import MaskRule, anomaly_mask, calibrated_fpr_thresholds
+from flowclas_ros.core.thresholds.nfa import fit_null
+
+
+def _calibrated(raw, calibration):
+    return calibrate(torch.from_numpy(raw), calibration).numpy()
+
+
+def test_fixed_threshold_and_min_area():
+    scores = np.zeros((20, 20), np.float32)
+    scores[2:4, 2:4] = 0.9  # 4 pixels
+    scores[10:16, 10:16] = 0.8  # 36 pixels
+    cal = Calibration()
+
+    def mask(**rule):
+        return anomaly_mask(scores, None, MaskRule(**rule), cal, 1)
+
+    out = mask()
+    assert out.dtype == np.uint8
+    assert set(np.unique(out)) == {0, 255}
+    assert (out == 255).sum() == 40
+    assert (mask(threshold=0.85) == 255).sum() == 4
+    kept = mask(min_area=5)
+    assert (kept == 255).sum() == 36
+    assert kept[2, 2] == 0
+    assert not mask(min_area=100).any()
+
+
+def test_fpr_table_reads_back_the_rates_it_was_fitted_on():
+    rng = np.random.default_rng(0)
+    maps = rng.normal(0.0, 1.0, (400, 16, 16))
+    table = fit_fpr_table(maps)
+    assert table.n_pixels == maps.size
+    assert table.n_images == 400
+    assert resolution(table) == (1 / maps.size, 1 / 400)
+    for target in (0.2, 0.05, 0.01):
+        pixel, image = fpr_thresholds(table, target)
+        assert abs((maps >= pixel).mean() - target) < 0.1 * target
+        assert abs((maps.max(axis=(1, 2)) >= image).mean() - target) < 0.25 * target + 1 / 400
+    # Thresholds rise as the rate falls; below the resolution they stop at the largest score.
+    levels = [fpr_thresholds(table, f) for f in LEVELS]
+    assert all(np.diff([p for p, _ in levels]) >= 0)
+    assert all(np.diff([i for _, i in levels]) >= 0)
+    assert fpr_thresholds(table, 1e-6) == pytest.approx((maps.max(), maps.max()))
+    with pytest.raises(ValueError, match='target_fpr'):
+        fpr_thresholds(table, 0.0)
+
+
+def test_fpr_rule_flags_the_target_share_of_normal_frames_and_finds_a_planted_blob():
+    rng = np.random.default_rng(1)
+    cal = fit_calibration(rng.normal(1.0, 0.3, (300, 12, 12)))
+    rule = MaskRule('fpr', target_fpr=0.02)
+    fresh = rng.normal(1.0, 0.3, (1000, 12, 12))
+    flagged = [anomaly_mask(_calibrated(m, cal), None, rule, cal, 1).any() for m in fresh]
+    assert 0.005 <= np.mean(flagged) <= 0.045  # 2 % of 1000 frames, binomial spread
+    blob = fresh[0].copy()
+    blob[4:8, 4:8] += 3.0
+    mask = anomaly_mask(_calibrated(blob, cal), None, rule, cal, 1) > 0
+    assert mask[4:8, 4:8].all()
+    assert mask.sum() <= 16 + 3  # and at most a few normal pixels
+    pixel, frame = calibrated_fpr_thresholds(cal, 0.02)
+    assert 0 < pixel < 1
+    assert 0 < frame < 1
+    assert frame > pixel  # a frame's maximum is rarer than one pixel
+
+
+def test_fpr_rule_without_a_table_names_the_fix():
+    with pytest.raises(ConfigError, match='flowclas-calibrate'):
+        anomaly_mask(np.zeros((4, 4), np.float32), None, MaskRule('fpr'), Calibration(), 1)
+
+
+def test_nfa_rule_upsamples_the_patch_grid_mask():
+    rng = np.random.default_rng(2)
+    dof = 32
+    z = rng.standard_normal((dof, 16, 16))
+    z[:, 4:10, 6:12] *= 3.0
+    norms = (z**2).sum(axis=0)
+    scores = np.zeros((64, 64), np.float32)  # ignored by nfa
+    mask = anomaly_mask(scores, norms, MaskRule('nfa'), Calibration(), dof) > 0
+    truth = np.zeros((64, 64), bool)
+    truth[16:40, 24:48] = True
+    assert (mask & truth).sum() / (mask | truth).sum() >= 0.8
+    quiet = (rng.standard_normal((dof, 16, 16)) ** 2).sum(axis=0)
+    assert not anomaly_mask(scores, quiet, MaskRule('nfa'), Calibration(), dof).any()
+    with pytest.raises(ConfigError, match='latent norms'):
+        anomaly_mask(scores, None, MaskRule('nfa'), Calibration(), dof)
+
+
+def test_fitted_null_recovers_its_parameters():
+    rng = np.random.default_rng(5)
+    null = fit_null(8.0 * rng.chisquare(32, (50, 16, 16)))
+    assert null.dof == pytest.approx(32, rel=0.05)
+    assert null.scale == pytest.approx(8.0, rel=0.05)
+
+
+def test_fitted_null_removes_the_false_alarms_of_correlated_latents():
+    # Like a trained latent on normal frames: channels in groups (32 independent fields over
+    # C = 256), smooth over neighbouring patches, and a frame-wide gain that varies.
+    rng = np.random.default_rng(4)
+    channels = 256
+
+    def norms(n):
+        w = ndimage.gaussian_filter(rng.standard_normal((n, 32, 16, 16)), (0, 0, 1, 1))
+        w /= w.std(axis=(2, 3), keepdims=True)
+        return 8 * (w**2).sum(axis=1) * rng.uniform(0.7, 1.3, (n, 1, 1))
+
+    cal = fit_calibration(rng.normal(0, 1, (8, 16, 16)), norms(50))
+    assert cal.latent_null.dof < 32  # fewer effective degrees of freedom than groups, and C
+    scores = np.zeros((16, 16), np.float32)
+    chi2, fitted = MaskRule('nfa'), MaskRule('nfa', nfa_null='fitted')
+    frames = norms(40)
+    false_chi2 = [anomaly_mask(scores, q, chi2, cal, channels).any() for q in frames]
+    false_fitted = [anomaly_mask(scores, q, fitted, cal, channels).any() for q in frames]
+    assert sum(false_chi2) >= 5  # the C-dof null is too narrow for them
+    assert sum(false_fitted) == 0
+    odd = frames[0].copy()
+    odd[4:9, 4:9] *= 10.0
+    found = anomaly_mask(scores, odd, fitted, cal, channels) > 0
+    truth = np.zeros_like(found)
+    truth[4:9, 4:9] = True
+    assert (found & truth).sum() / (found | truth).sum() >= 0.6
+    with pytest.raises(ConfigError, match='flowclas-calibrate'):
+        anomaly_mask(scores, odd, fitted, Calibration(), channels)
+
+
+@pytest.mark.parametrize(
+    ('rule', 'message'),
+    [
+        ({'mode': 'otsu'}, 'mask mode'),
+        ({'threshold': 1.5}, 'threshold'),
+        ({'target_fpr': 0.0}, 'target_fpr'),
+        ({'min_area': -1}, 'min_area'),
+        ({'mode': 'nfa', 'nfa_null': 'gamma'}, 'NFA null'),
+    ],
+)
+def test_bad_rules_are_refused(rule, message):
+    with pytest.raises(ConfigError, match=message):
+        MaskRule(**rule)
+
+
+def test_the_table_survives_the_model_config_file(tmp_path):
+    config = ModelConfig()
+    rng = np.random.default_rng(3)
+    config.calibration = fit_calibration(
+        rng.normal(0, 1, (20, 8, 8)), rng.chisquare(9, (20, 8, 8))
+    )
+    config.save(tmp_path / 'config.json')
+    loaded = ModelConfig.load(tmp_path / 'config.json').calibration
+    assert loaded == config.calibration
+    assert loaded.latent_null.dof == config.calibration.latent_null.dof > 0
+    assert fpr_thresholds(loaded.fpr, 0.01) == fpr_thresholds(config.calibration.fpr, 0.01)
