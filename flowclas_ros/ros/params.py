@@ -14,8 +14,9 @@ from typing import Any
 
 from flowclas_ros.core.engines import BACKENDS
 from flowclas_ros.core.engines.pytorch import COMPILE_MODES, PRECISIONS
+from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.inference import SIZE_POLICIES
-from flowclas_ros.core.thresholds.masks import MASK_MODES, NFA_NULLS, MaskRule
+from flowclas_ros.core.thresholds.masks import MaskRule
 
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('reliable', 'best_effort')
@@ -133,15 +134,10 @@ class NodeParams:
             (self.input_reliability in RELIABILITIES, f'input_reliability: {RELIABILITIES}'),
             (self.input_depth >= 1, 'input_depth must be >= 1'),
             (self.max_queue >= 1, 'max_queue must be >= 1'),
-            (self.mask_mode in MASK_MODES, f'mask_mode must be one of {MASK_MODES}'),
-            (0.0 <= self.threshold <= 1.0, 'threshold must be in [0, 1]'),
-            (0.0 < self.target_fpr <= 0.5, 'target_fpr must be in (0, 0.5]'),
-            (self.nfa_null in NFA_NULLS, f'nfa_null must be one of {NFA_NULLS}'),
             (
                 len(self.score_range) == 2 and self.score_range[0] < self.score_range[1],
                 'score_range must be [low, high] with low < high',
             ),
-            (self.mask_min_area >= 0, 'mask_min_area must be >= 0'),
             (self.max_rate_hz >= 0, 'max_rate_hz must be >= 0'),
             (self.expected_rate_hz >= 0, 'expected_rate_hz must be >= 0'),
             (self.max_latency_ms > 0, 'max_latency_ms must be > 0'),
@@ -151,6 +147,10 @@ class NodeParams:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        try:
+            self.mask_rule()
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

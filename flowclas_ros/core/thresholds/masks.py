@@ -42,15 +42,15 @@ class MaskRule:
 
     def __post_init__(self) -> None:
         if self.mode not in MASK_MODES:
-            raise ConfigError(f'unknown mask mode {self.mode!r}; choose from {MASK_MODES}')
+            raise ConfigError(f'mask_mode must be one of {MASK_MODES}, got {self.mode!r}')
         if not 0 <= self.threshold <= 1:
             raise ConfigError(f'threshold must be in [0, 1], got {self.threshold}')
         if not 0 < self.target_fpr <= 0.5:
             raise ConfigError(f'target_fpr must be in (0, 0.5], got {self.target_fpr}')
         if self.nfa_null not in NFA_NULLS:
-            raise ConfigError(f'unknown NFA null {self.nfa_null!r}; choose from {NFA_NULLS}')
+            raise ConfigError(f'nfa_null must be one of {NFA_NULLS}, got {self.nfa_null!r}')
         if self.min_area < 0:
-            raise ConfigError(f'min_area must be >= 0, got {self.min_area}')
+            raise ConfigError(f'mask_min_area must be >= 0, got {self.min_area}')
 
 
 def rule_name(rule: MaskRule) -> str:

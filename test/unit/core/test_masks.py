@@ -139,11 +139,11 @@ def test_fitted_null_removes_the_false_alarms_of_correlated_latents():
 @pytest.mark.parametrize(
     ('rule', 'message'),
     [
-        ({'mode': 'otsu'}, 'mask mode'),
+        ({'mode': 'otsu'}, 'mask_mode'),
         ({'threshold': 1.5}, 'threshold'),
         ({'target_fpr': 0.0}, 'target_fpr'),
-        ({'min_area': -1}, 'min_area'),
-        ({'mode': 'nfa', 'nfa_null': 'gamma'}, 'NFA null'),
+        ({'min_area': -1}, 'mask_min_area'),
+        ({'mode': 'nfa', 'nfa_null': 'gamma'}, 'nfa_null'),
     ],
 )
 def test_bad_rules_are_refused(rule, message):

@@ -56,6 +56,10 @@ def test_replace_coerces_yaml_integers_to_floats():
         ({'input_depth': 0}, 'input_depth'),
         ({'output_scale': 0.0}, 'output_scale'),
         ({'mask_min_area': True}, 'mask_min_area must be int'),
+        ({'mask_min_area': -1}, 'mask_min_area must be >= 0'),
+        ({'mask_mode': 'otsu'}, 'mask_mode must be one of'),
+        ({'target_fpr': 0.0}, 'target_fpr'),
+        ({'nfa_null': 'gamma'}, 'nfa_null must be one of'),
         ({'no_such_thing': 1}, 'unknown parameter'),
     ],
 )
