@@ -17,24 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-from flowclas_ros.cli.common import run_tool
+from flowclas_ros.cli.common import add_model_args, load_model_arg, run_tool
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='flowclas-calibrate', description=__doc__)
-    p.add_argument('--model', required=True, help='model directory to update')
+    add_model_args(p, 'model directory to update')
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument('--images', help='folder of normal images')
     source.add_argument('--bag', help='a bag of normal camera frames')
     p.add_argument('--topic', help='image topic in --bag')
     p.add_argument('--every', type=int, default=1, help='--bag: keep every N-th frame')
-    p.add_argument('--weights', help='override the backbone checkpoint path in the model')
-    p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
     return p
 
 
 def _frames(args: argparse.Namespace, rejected: dict[str, int]) -> Iterator[np.ndarray]:
-    from flowclas_ros.core.errors import DataError, InputError
+    from flowclas_ros.core.errors import DataError
 
     if args.images:
         from flowclas_ros.core.data.images import list_images, read_rgb
@@ -42,18 +40,12 @@ def _frames(args: argparse.Namespace, rejected: dict[str, int]) -> Iterator[np.n
         for path in list_images(args.images):
             yield read_rgb(path)
         return
-    from flowclas_ros.core.data.bags import read_images
+    from flowclas_ros.core.data.bags import decoded_frames
 
     if not args.topic:
         raise DataError('--bag needs --topic (the camera image topic)')
-    if args.every < 1:
-        raise DataError('--every must be 1 or more')
-    for i, message in enumerate(read_images(args.bag, args.topic)):
-        if i % args.every == 0:
-            try:
-                yield message.rgb()
-            except InputError as exc:
-                rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
+    for _, rgb in decoded_frames(args.bag, args.topic, args.every, rejected):
+        yield rgb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,13 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         import torch
 
-        from flowclas_ros.core.device import resolve_device
         from flowclas_ros.core.errors import DataError
         from flowclas_ros.core.inference import Detector
-        from flowclas_ros.core.model import CONFIG_FILE, load_model
+        from flowclas_ros.core.model import CONFIG_FILE
         from flowclas_ros.core.scoring import fit_calibration
 
-        model = load_model(args.model, args.weights, resolve_device(args.device))
+        model = load_model_arg(args)
         detector = Detector(model)
         rejected: dict[str, int] = {}
         maps, norms = [], []

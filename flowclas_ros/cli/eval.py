@@ -14,13 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
-from flowclas_ros.cli.common import run_tool
+from flowclas_ros.cli.common import add_model_args, load_model_arg, run_tool
 from flowclas_ros.core.thresholds.masks import MASK_MODES, NFA_NULLS, MaskRule
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='flowclas-eval', description=__doc__)
-    p.add_argument('--model', required=True, help='model directory from flowclas-train')
+    add_model_args(p, 'model directory from flowclas-train')
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument('--data', help='split folder with images/ and masks/')
     source.add_argument('--bag', help='rosbag2 (sqlite3 or MCAP) or ROS 1 bag')
@@ -51,8 +51,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--json', help='write the metrics here')
     p.add_argument('--report', help='write a self-contained HTML report here')
     p.add_argument('--save-maps', help='write input|heatmap|mask|truth panels here')
-    p.add_argument('--weights', help='override the backbone checkpoint path in the model')
-    p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
     return p
 
 
@@ -114,15 +112,15 @@ def _check(args: argparse.Namespace) -> None:
 def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
     """Score the bag, write the output bag; returns the evaluation (None without truth)."""
     from flowclas_ros.core.data.bags import BagFrames, BagWriter, write_outputs
-    from flowclas_ros.core.device import resolve_device
     from flowclas_ros.core.evaluate import evaluate
     from flowclas_ros.core.inference import Detector
-    from flowclas_ros.core.model import load_model
+    from flowclas_ros.core.thresholds.masks import require
 
     frames = BagFrames(args.bag, args.topic, args.masks, args.mask_topic)
-    model = load_model(args.model, args.weights, resolve_device(args.device))
+    model = load_model_arg(args)
     detector = Detector(model)
     rule = mask_rule(args)
+    require(rule, model.config.calibration, True)  # before an output bag exists
     out_bag = Path(args.out_bag or f'{str(args.bag).rstrip("/")}_anomaly')
     written = 0
     with BagWriter(out_bag, args.storage) as writer:
@@ -138,13 +136,13 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
                 model,
                 frames,
                 args.save_maps,
-                lambda f, s, n: emit(f, detector.postprocess(s, f.shape), detector.host_norms(n)),
+                lambda f, s, n: emit(f, detector.postprocess(s, f.shape), n),
                 rule,
             )
         else:
             evaluation = None
             for frame in frames():
-                emit(frame, *detector.detect(frame.rgb))
+                emit(frame, *detector.detect(frame.rgb, rule.mode == 'nfa'))
     info = {'out_bag': str(out_bag), 'frames_written': written, 'rejected': frames.rejected}
     return evaluation, info
 
@@ -156,13 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         _check(args)
         if args.data:
             from flowclas_ros.core.data.frames import split_frames
-            from flowclas_ros.core.device import resolve_device
             from flowclas_ros.core.evaluate import evaluate
-            from flowclas_ros.core.model import load_model
 
-            model = load_model(args.model, args.weights, resolve_device(args.device))
             frames = split_frames(args.data)
-            evaluation, info = evaluate(model, frames, args.save_maps, rule=mask_rule(args)), {}
+            evaluation = evaluate(
+                load_model_arg(args), frames, args.save_maps, rule=mask_rule(args)
+            )
+            info = {}
         elif args.scores_topic:
             from flowclas_ros.core.config import ModelConfig
             from flowclas_ros.core.data.bags import BagFrames

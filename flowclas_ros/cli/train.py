@@ -105,8 +105,6 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.topic:
             raise DataError('--bag needs --topic (the camera image topic)')
-        if args.every < 1:
-            raise DataError('--every must be 1 or more')
         with tempfile.TemporaryDirectory(prefix='flowclas-frames-') as folder:
             written, bad = extract_frames(
                 args.bag, args.topic, folder, args.every, args.max_frames

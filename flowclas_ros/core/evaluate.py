@@ -21,12 +21,18 @@ import torch
 
 from flowclas_ros.core.config import Calibration
 from flowclas_ros.core.data.frames import Frame, FrameSource
-from flowclas_ros.core.errors import ConfigError, DataError
+from flowclas_ros.core.errors import DataError
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.metrics import AuproMetric, PixelMetrics
 from flowclas_ros.core.model import FlowClasModel, upsample
 from flowclas_ros.core.scoring import calibrate, uncalibrate
-from flowclas_ros.core.thresholds.masks import MaskRule, anomaly_mask, missing, rule_name
+from flowclas_ros.core.thresholds.masks import (
+    MaskRule,
+    anomaly_mask,
+    missing,
+    require,
+    rule_name,
+)
 from flowclas_ros.core.visualize import heatmap, overlay
 
 BINS = 20000
@@ -54,14 +60,14 @@ def evaluate(
     model: FlowClasModel,
     frames: FrameSource,
     save_maps: str | Path | None = None,
-    on_scores: Callable[[Frame, torch.Tensor, torch.Tensor], None] | None = None,
+    on_scores: Callable[[Frame, torch.Tensor, np.ndarray], None] | None = None,
     rule: MaskRule | None = None,
 ) -> Evaluation:
     """Score every frame with ``model`` as the node does, then compute metrics.
 
-    ``on_scores(frame, patch_scores, latent_norms)`` sees each frame's engine outputs as they
-    are computed (the bag tool writes its output bag from them). ``rule`` is the mask rule
-    whose masks the panels show; every rule's mask quality is measured.
+    ``on_scores(frame, patch_scores, latent_norms)`` sees each frame's engine outputs (the
+    norms on the host) as they are computed; the bag tool writes its output bag from them.
+    ``rule`` is the mask rule whose masks the panels show; every rule's quality is measured.
     """
     start = time.time()
     detector = Detector(model)  # the node's preprocessing and engine, on the model's device
@@ -70,13 +76,14 @@ def evaluate(
     with torch.no_grad():
         for frame in frames():
             s, n = detector.engine(detector.preprocess(frame.rgb))
-            if not (torch.isfinite(s).all() and torch.isfinite(n).all()):
+            if not torch.isfinite(s).all():
                 raise DataError(f'non-finite scores for {frame.name}')
+            n = detector.host_norms(n)
             if on_scores is not None:
                 on_scores(frame, s, n)
             s = s[0].cpu()
             lo, hi = min(lo, float(s.min())), max(hi, float(s.max()))
-            maps.append((s, detector.host_norms(n)))
+            maps.append((s, n))
     if not maps:
         raise DataError('no frames to evaluate')
     seconds_model = time.time() - start
@@ -128,9 +135,7 @@ class _Masks:
     """
 
     def __init__(self, rule: MaskRule, calibration: Calibration, channels: int | None) -> None:
-        reason = missing(rule, calibration, bool(channels))
-        if reason is not None:
-            raise ConfigError(reason)
+        require(rule, calibration, bool(channels))
         self.rule, self.calibration, self.channels = rule, calibration, channels or 0
         candidates = [
             replace(rule, mode='fixed'),
@@ -157,10 +162,11 @@ class _Masks:
     ) -> np.ndarray:
         """Measure every rule on one labelled frame; returns the chosen rule's mask."""
         valid, truth = labels != 255, labels == 1
+        anomalous = truth.any()
         masks = {m: self._mask(calibrated, norms, r) for m, r in self.rules.items()}
         for mode, mask in masks.items():
             pred = mask & valid
-            if truth.any():
+            if anomalous:
                 self.iou[mode].append((pred & truth).sum() / (pred | truth).sum())
             else:
                 self.alarms[mode].append(pred.sum() / max(valid.sum(), 1))
@@ -217,14 +223,16 @@ def _metrics(
         aupro.update(full, mask)
         by_class.setdefault(frame.cls, PixelMetrics(lo, hi, BINS)).update(full, mask)
         counts[frame.cls] = counts.get(frame.cls, 0) + 1
-        has_anomaly[frame.cls] = has_anomaly.get(frame.cls, False) or bool((mask == 1).any())
+        anomalous = bool((mask == 1).any())
+        has_anomaly[frame.cls] = has_anomaly.get(frame.cls, False) or anomalous
         cal = calibrate(torch.from_numpy(full), calibration).numpy()
         predicted = masks.update(cal, norms, mask)
         image = PixelMetrics(lo, hi, IMAGE_BINS)
         image.update(full, mask)
         per_image.append(_image_summary(frame, image, cal, predicted, mask))
-        if (mask == 1).any():
-            oracle_iou += image.iou_curve()[1]
+        if anomalous:
+            edges, iou = image.iou_curve()
+            oracle_iou += iou
             n_anomalous += 1
         if maps_dir is not None:
             Image.fromarray(panel(frame, cal, predicted)).save(maps_dir / f'{frame.name}.png')
@@ -244,7 +252,6 @@ def _metrics(
     result = pooled.compute()
     mask_quality = masks.summary()
     if n_anomalous:
-        edges = PixelMetrics(lo, hi, IMAGE_BINS).iou_curve()[0]
         best = int(np.argmax(oracle_iou))
         threshold = calibrate(torch.tensor([edges[best]], dtype=torch.float64), calibration)
         mask_quality['oracle'] = {

@@ -93,13 +93,20 @@ class Detector:
         Raises:
             InputError: the frame is empty or not RGB, or the model produced NaN or inf.
         """
-        return self.detect(rgb)[0]
+        return self.detect(rgb, with_norms=False)[0]
 
     @torch.no_grad()
-    def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated scores as ``__call__``, and the latent norms on the patch grid (float64)."""
+    def detect(
+        self, rgb: np.ndarray, with_norms: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated scores as ``__call__``, and the latent norms on the patch grid (float64).
+
+        Without ``with_norms`` the norms stay on the device (None is returned): only the
+        ``nfa`` mask reads them, so other frames skip their copy to the host.
+        """
         scores, norms = self.engine(self.preprocess(rgb))
-        return self.postprocess(scores, rgb.shape[:2]), self.host_norms(norms)
+        out = self.postprocess(scores, rgb.shape[:2])
+        return out, self.host_norms(norms) if with_norms else None
 
     def mask(self, scores: np.ndarray, norms: np.ndarray | None, rule: MaskRule) -> np.ndarray:
         """uint8 mask (0 or 255) of calibrated ``scores`` by ``rule``; see ``thresholds.masks``."""

@@ -20,6 +20,7 @@ import torch
 from flowclas_ros.core.errors import DataError
 from flowclas_ros.core.evaluate import Evaluation, panel
 from flowclas_ros.core.scoring import calibrate
+from flowclas_ros.core.thresholds.masks import MaskRule, rule_name
 
 PANEL_HEIGHT = 160  # px per example row: four pictures side by side stay readable
 
@@ -113,13 +114,15 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _rule_text(rule: dict) -> str:
-    setting = {
-        'fixed': f'calibrated score >= {rule["threshold"]:g}',
-        'fpr': f'target false-positive rate {rule["target_fpr"]:g}',
-        'nfa': f'log10 NFA < {rule["log10_epsilon"]:g}, {rule["nfa_null"]} null',
-    }[rule['mode']]
-    return f'{rule["mode"]}: {setting}'
+def _rule_text(name: str, rule: dict) -> str:
+    """A measured rule (``fixed``, ``fpr``, ``nfa``, ``nfa_fitted``) with its settings."""
+    nfa = f'nfa: log10 NFA < {rule["log10_epsilon"]:g}'
+    return {
+        'fixed': f'fixed: calibrated score >= {rule["threshold"]:g}',
+        'fpr': f'fpr: target false-positive rate {rule["target_fpr"]:g}',
+        'nfa': f'{nfa}, chi2 null',
+        'nfa_fitted': f'{nfa}, fitted null',
+    }[name]
 
 
 def _mask_table(masks: dict) -> str:
@@ -134,8 +137,7 @@ def _mask_table(masks: dict) -> str:
         if name == 'oracle':
             rows.append([f'oracle: calibrated {q["threshold"]:.3f}', miou, '', ''])
             continue
-        mode, _, null = name.partition('_')
-        text = _rule_text(masks['rule'] | {'mode': mode, 'nfa_null': null or 'chi2'})
+        text = _rule_text(name, masks['rule'])
         rows.append([text, miou, pct(q['false_alarm_images']), pct(q['false_alarm_pixels'])])
     return _table(['rule', 'mean IoU', 'false-alarm frames', 'false-alarm pixels'], rows)
 
@@ -163,7 +165,8 @@ def write_report(
         ],
     )
     masks = _mask_table(m['masks'])
-    rule = _rule_text(m['masks']['rule'])
+    chosen = m['masks']['rule']
+    rule = _rule_text(rule_name(MaskRule(**chosen)), chosen)
     plots = ''.join(
         f'<figure><img src="{src}" alt="{html.escape(name)}"><figcaption>{html.escape(name)}'
         '</figcaption></figure>'

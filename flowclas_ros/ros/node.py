@@ -323,15 +323,16 @@ class FlowClasNode(Node):
         camera.last_start = frame.received
         rgb = camera.convert(frame.msg)
         started = time.monotonic()
-        scores, norms = detector.detect(rgb)
+        rule = params.mask_rule()
+        scores, norms = detector.detect(rgb, 'mask' in wanted and rule.mode == 'nfa')
         inference = time.monotonic() - started
         header = frame.msg.header
         if 'score' in wanted:
             camera.publishers['score'].publish(array_to_image(scores, '32FC1', header))
         if 'mask' in wanted:
             try:
-                mask = detector.mask(scores, norms, params.mask_rule())
-            except ConfigError as exc:  # fpr without a table: the other outputs still go out
+                mask = detector.mask(scores, norms, rule)
+            except ConfigError as exc:  # the model lacks what the rule needs: others still go out
                 camera.stats.on_warning('mask_unavailable', f'no mask: {exc}')
             else:
                 camera.publishers['mask'].publish(array_to_image(mask, 'mono8', header))

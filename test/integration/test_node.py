@@ -209,7 +209,11 @@ def test_mask_modes_switch_live_and_match_the_core(raw_node, client, model_dir, 
                 np.testing.assert_array_equal(got, detector.mask(*detector.detect(rgb), rule))
                 marked.append((got > 0).mean())
             assert marked[0] == 0 < marked[1], (rule.mode, marked)
-            assert client.diagnostics(status)[2]['mask_mode'] == rule.mode
+            wait_for(  # diagnostics come every 0.2 s; the frames may have been faster
+                lambda rule=rule: client.diagnostics(status)[2]['mask_mode'] == rule.mode,
+                5,
+                f'diagnostics to report mask_mode {rule.mode}',
+            )
         # A model from before the table existed: scores still go out, the mask is counted.
         old = tmp_path / 'old'
         shutil.copytree(standard, old)

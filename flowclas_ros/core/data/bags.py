@@ -345,25 +345,37 @@ def write_sample_bag(
     return len(items)
 
 
+def decoded_frames(
+    path: str | Path, topic: str, every: int = 1, rejected: dict[str, int] | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(stamp_ns, rgb)`` of every ``every``-th frame of ``topic``, for training or calibrating.
+
+    Frames that cannot be decoded are skipped and counted by reason in ``rejected``.
+    """
+    if every < 1:
+        raise DataError('--every must be 1 or more')
+    for i, m in enumerate(read_images(path, topic)):
+        if i % every:
+            continue
+        try:
+            yield m.stamp_ns, m.rgb()
+        except InputError as exc:
+            if rejected is not None:
+                rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
+
+
 def extract_frames(
     path: str | Path, topic: str, out_dir: str | Path, every: int = 1, limit: int | None = None
 ) -> tuple[int, int]:
     """Every ``every``-th frame of ``topic`` as ``<stamp_ns>.png``: (written, undecodable)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written, rejected = 0, 0
-    for i, m in enumerate(read_images(path, topic)):
+    written, rejected = 0, {}
+    for stamp_ns, rgb in decoded_frames(path, topic, every, rejected):
         if limit is not None and written >= limit:
             break
-        if i % every:
-            continue
-        try:
-            rgb = m.rgb()
-        except InputError:
-            rejected += 1
-            continue
-        PILImage.fromarray(rgb).save(out_dir / f'{m.stamp_ns}.png')
+        PILImage.fromarray(rgb).save(out_dir / f'{stamp_ns}.png')
         written += 1
     if not written:
         raise DataError(f'no decodable frames on {topic} in {path}')
-    return written, rejected
+    return written, sum(rejected.values())

@@ -87,10 +87,15 @@ class PixelMetrics:
             'anomaly': counts[1].tolist(),
         }
 
-    def curves(self, points: int = 500) -> dict[str, list[float]]:
-        """ROC (``fpr``, ``tpr``) and PR (``recall``, ``precision``) at ``points`` thresholds."""
+    def _from_top(self) -> tuple[np.ndarray, np.ndarray]:
+        """True and false positives at threshold "bin k and above", from the top bin down."""
         tp = np.cumsum(self._counts[1, ::-1]).astype(np.float64)
         fp = np.cumsum(self._counts[0, ::-1]).astype(np.float64)
+        return tp, fp
+
+    def curves(self, points: int = 500) -> dict[str, list[float]]:
+        """ROC (``fpr``, ``tpr``) and PR (``recall``, ``precision``) at ``points`` thresholds."""
+        tp, fp = self._from_top()
         keep = np.unique(np.linspace(0, self.bins - 1, points).round().astype(int))
         tp, fp = tp[keep], fp[keep]
         n_pos, n_neg = max(tp[-1], 1.0), max(fp[-1], 1.0)
@@ -107,8 +112,7 @@ class PixelMetrics:
 
         Returns ``(thresholds, iou)``, thresholds increasing; IoU is 0 without anomalies.
         """
-        tp = np.cumsum(self._counts[1, ::-1])[::-1].astype(np.float64)
-        fp = np.cumsum(self._counts[0, ::-1])[::-1].astype(np.float64)
+        tp, fp = (a[::-1] for a in self._from_top())
         union = tp[0] + fp
         iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
         return self.lo + np.arange(self.bins) * (self.hi - self.lo) / self.bins, iou
@@ -125,8 +129,7 @@ class PixelMetrics:
         if n_pos == 0 or n_neg == 0:
             out.update(ap=float('nan'), auroc=float('nan'), fpr95=float('nan'))
             return out
-        tp = np.cumsum(pos)  # true positives at threshold "bin k and above"
-        fp = np.cumsum(neg)
+        tp, fp = self._from_top()
         # AP: recall only moves at bins holding positives, and there tp + fp > 0.
         step = pos > 0
         out['ap'] = float(np.sum(pos[step] / n_pos * tp[step] / (tp[step] + fp[step])))

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 import torch
-import torch.nn.functional as F
 
 from flowclas_ros.core.config import Calibration
 from flowclas_ros.core.errors import ConfigError
+from flowclas_ros.core.model import upsample
 from flowclas_ros.core.scoring import calibrate
 from flowclas_ros.core.thresholds.fpr import fpr_thresholds
 from flowclas_ros.core.thresholds.nfa import nfa_mask
@@ -75,6 +75,13 @@ def missing(rule: MaskRule, calibration: Calibration, has_norms: bool) -> str | 
     return None
 
 
+def require(rule: MaskRule, calibration: Calibration, has_norms: bool) -> None:
+    """Raise ``ConfigError`` with the reason when ``rule`` cannot run (see ``missing``)."""
+    reason = missing(rule, calibration, has_norms)
+    if reason is not None:
+        raise ConfigError(reason)
+
+
 def calibrated_fpr_thresholds(calibration: Calibration, target_fpr: float) -> tuple[float, float]:
     """(pixel, frame) thresholds of the ``fpr`` rule on the calibrated 0..1 scale."""
     raw = torch.tensor(fpr_thresholds(calibration.fpr, target_fpr), dtype=torch.float64)
@@ -98,9 +105,7 @@ def anomaly_mask(
         calibration: the model's calibration (``fpr`` reads its table).
         channels: latent dimensions, the chi-square degrees of freedom of the ``chi2`` null.
     """
-    reason = missing(rule, calibration, norms is not None)
-    if reason is not None:
-        raise ConfigError(reason)
+    require(rule, calibration, norms is not None)
     if rule.mode == 'fixed':
         hits = scores >= rule.threshold
     elif rule.mode == 'fpr':
@@ -122,9 +127,7 @@ def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A patch-grid mask at ``shape``, bilinear then >= 0.5, so edges follow the scores'."""
     if mask.shape == tuple(shape):
         return mask
-    t = torch.from_numpy(mask.astype(np.float32))[None, None]
-    up = F.interpolate(t, size=tuple(shape), mode='bilinear', align_corners=False)
-    return up[0, 0].numpy() >= 0.5
+    return upsample(torch.from_numpy(mask.astype(np.float32))[None], shape)[0].numpy() >= 0.5
 
 
 def drop_small(hits: np.ndarray, min_area: int) -> np.ndarray:
