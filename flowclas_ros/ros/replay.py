@@ -127,8 +127,6 @@ def play(args: argparse.Namespace) -> int:
         topics = {t: topics[t] for t in args.topics}
     if not any(count for _, count in topics.values()):
         raise DataError(f'nothing to play in {args.bag}')
-    # What a node makes one output for: the frames of the busiest image topic.
-    frames = max((n for m, n in topics.values() if m in (IMAGE, COMPRESSED)), default=0)
     rclpy.init(args=sys.argv)
     node = rclpy.create_node('flowclas_replay')
     qos = QoSProfile(depth=args.depth, reliability=ReliabilityPolicy.RELIABLE)
@@ -159,13 +157,17 @@ def play(args: argparse.Namespace) -> int:
             print(f'no subscriber or recorded publisher after {args.wait_subscribers} s; playing')
         time.sleep(args.delay)
         tick = _clock(node) if args.clock else None
-        played = 0
+        played, skipped = 0, {}
         while True:
-            played += _play_once(args.bag, list(topics), publishers, tick, args.rate, recorder)
+            played += _play_once(args.bag, topics, publishers, tick, args.rate, recorder, skipped)
             if not args.loop:
                 break
         print(f'played {played} messages from {args.bag}')
+        if skipped:
+            print(f'skipped messages that cannot be deserialized: {skipped}')
         if recorder is not None:
+            # What a node makes one output for: the frames played of the busiest image topic.
+            frames = max((topics[t][1] - skipped.get(t, 0) for t in image_topics), default=0)
             while time.monotonic() - recorder.last < args.idle:
                 recorder.service()
                 if min(recorder.counts.values()) >= frames:
@@ -194,11 +196,17 @@ def _clock(node: Any) -> Any:
 
 
 def _play_once(
-    bag: str, topics: list[str], publishers: dict, tick: Any, rate: float, recorder: Any
+    bag: str,
+    topics: dict,
+    publishers: dict,
+    tick: Any,
+    rate: float,
+    recorder: Any,
+    skipped: dict[str, int],
 ) -> int:
     """Publish every message at its bag time (scaled by ``rate``); returns how many."""
     start_bag, start_wall, sent = None, time.monotonic(), 0
-    for topic, _, log_ns, data in read_raw(bag, topics):
+    for topic, _, log_ns, data in read_raw(bag, list(topics), skipped):
         start_bag = log_ns if start_bag is None else start_bag
         delay = start_wall + (log_ns - start_bag) / 1e9 / rate - time.monotonic()
         if delay > 0:

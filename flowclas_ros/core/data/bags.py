@@ -139,15 +139,41 @@ def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
         return out
 
 
+def _ros2_typestore(ros1: Any) -> Any:
+    """A ROS 1 bag's types with the ROS 2 Header (no ``seq``): what ``ros1_to_cdr`` must target."""
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.EMPTY)
+    header = get_typestore(Stores.ROS2_FOXY).fielddefs['std_msgs/msg/Header']
+    store.register({**ros1.fielddefs, 'std_msgs/msg/Header': header})
+    return store
+
+
 def read_raw(
-    path: str | Path, topics: list[str] | None = None
+    path: str | Path, topics: list[str] | None = None, skipped: dict[str, int] | None = None
 ) -> Iterator[tuple[str, str, int, bytes]]:
-    """``(topic, msgtype, bag time ns, CDR bytes)`` in bag order; ROS 1 data becomes CDR."""
+    """``(topic, msgtype, bag time ns, CDR bytes)`` in bag order; ROS 1 data becomes CDR.
+
+    Every message is checked by deserializing it: a replayed corrupt message would only move
+    the failure into each subscriber. Those that fail are skipped and counted per topic in
+    ``skipped``.
+    """
+    from rosbags.highlevel import AnyReaderError
+    from rosbags.serde import SerdeError
+
     with open_bag(path) as reader:
         conns = [c for c in reader.connections if topics is None or c.topic in topics]
+        ros2 = None if reader.is2 else _ros2_typestore(reader.typestore)
         for conn, log_ns, raw in reader.messages(connections=conns):
-            if not reader.is2:
-                raw = bytes(reader.typestore.ros1_to_cdr(raw, conn.msgtype))
+            try:
+                if ros2 is None:
+                    reader.deserialize(raw, conn.msgtype)
+                else:
+                    raw = bytes(ros2.ros1_to_cdr(raw, conn.msgtype))
+            except (AnyReaderError, SerdeError):
+                if skipped is not None:
+                    skipped[conn.topic] = skipped.get(conn.topic, 0) + 1
+                continue
             yield conn.topic, conn.msgtype, log_ns, raw
 
 
