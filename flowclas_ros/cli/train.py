@@ -40,6 +40,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--batch-size', type=int, default=d.train.batch_size)
     p.add_argument('--lr', type=float, default=d.train.lr)
     p.add_argument('--mode', choices=('flowclas', 'nll'), default=d.train.mode)
+    p.add_argument(
+        '--alpha', type=float, default=d.train.alpha, help='weight of the likelihood term'
+    )
+    p.add_argument('--temperature', type=float, default=d.train.temperature, help='InfoNCE')
+    p.add_argument(
+        '--inlier-margin',
+        type=int,
+        default=d.train.inlier_margin,
+        help='patches around pasted objects left out of the losses',
+    )
+    p.add_argument(
+        '--paste-probability',
+        type=float,
+        default=d.train.paste_probability,
+        help='share of training images that get pseudo-outliers',
+    )
     p.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'), help='model input size')
     p.add_argument('--flow-steps', type=int, default=d.flow.steps)
     p.add_argument('--hidden-ratio', type=float, default=d.flow.hidden_ratio)
@@ -83,6 +99,8 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
         args.mode,
         args.seed,
     )
+    t.alpha, t.temperature = args.alpha, args.temperature
+    t.inlier_margin, t.paste_probability = args.inlier_margin, args.paste_probability
     config.flow.steps = args.flow_steps
     config.flow.hidden_ratio = args.hidden_ratio
     config.context_window = args.context_window

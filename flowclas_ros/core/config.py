@@ -41,7 +41,13 @@ class TrainConfig:
     """FlowCLAS training. ``mode='nll'`` drops pseudo-outliers and the contrastive term.
 
     The likelihood term is the mean NLL per patch *and per feature dimension* (about 1-3 nats),
-    so ``alpha = 1`` weighs it on the scale of the InfoNCE term whatever the backbone width.
+    so ``alpha`` weighs it against the InfoNCE term whatever the backbone width.
+    ``inlier_margin`` (patches) keeps the neighbours of pasted objects out of both terms;
+    ``paste_probability`` of the images get pseudo-outliers, the rest are trained on whole.
+    The defaults favour the likelihood: pasted objects are told apart within an epoch (InfoNCE
+    below 0.01), after which the contrastive term competes with the density fit. On
+    Magnetic-Tile val, mean per-class pixel AUROC was 0.927 at alpha 3 with half the images
+    pasted, 0.929 with a quarter, and 0.930 at alpha 10 with a quarter.
     """
 
     mode: str = 'flowclas'
@@ -52,10 +58,12 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     grad_clip: float = 5.0
     feature_noise: float = 0.01
-    alpha: float = 1.0
+    alpha: float = 10.0
     temperature: float = 0.1
     embed_dim: int = 128
     samples_per_set: int = 512
+    inlier_margin: int = 2
+    paste_probability: float = 0.25
     val_fraction: float = 0.1
     seed: int = 0
 

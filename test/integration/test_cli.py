@@ -131,6 +131,24 @@ def test_unknown_backbone_name(data, tmp_path):
     _assert_one_line_error(r, 'unknown backbone', 'resnet50', 'dinov2_vits14')
 
 
+@pytest.mark.parametrize(
+    ('flag', 'value'),
+    [
+        ('--alpha', '0'),
+        ('--temperature', '-1'),
+        ('--inlier-margin', '-1'),
+        ('--paste-probability', '0'),
+    ],
+)
+def test_bad_loss_settings(data, tmp_path, flag, value):
+    r = run(
+        'train',
+        *('--images', str(data / 'train' / 'images'), '--out', str(tmp_path / 'm')),
+        *(flag, value, '--quiet'),
+    )
+    _assert_one_line_error(r, 'must be', flag[2:].replace('-', '_'))
+
+
 def test_empty_image_folder(tmp_path):
     (tmp_path / 'empty').mkdir()
     r = run('train', '--images', str(tmp_path / 'empty'), '--out', str(tmp_path / 'm'), '--quiet')

@@ -59,16 +59,22 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def grid_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def grid_labels(labels: torch.Tensor, size: tuple[int, int], margin: int = 0) -> torch.Tensor:
     """Pixel labels ``(B, H, W)`` -> patch labels at the feature grid.
 
-    A patch is an outlier when at least half of it is pasted, an inlier when none of it is,
-    and void otherwise: mixed patches would teach the flow that outliers are likely.
+    A patch is an outlier when at least half of it is pasted, an inlier when none of it is and
+    none of it lies within ``margin`` patches of a pasted pixel, and void otherwise. Mixed
+    patches would teach the flow that outliers are likely; so would their neighbours, whose
+    features carry the pasted content through the backbone's receptive field.
     """
-    frac = F.adaptive_avg_pool2d((labels == 1).float()[:, None], size)[:, 0]
+    pasted = (labels == 1).float()[:, None]
+    frac = F.adaptive_avg_pool2d(pasted, size)[:, 0]
+    near = F.adaptive_max_pool2d(pasted, size)
+    if margin > 0:
+        near = F.max_pool2d(near, 2 * margin + 1, 1, margin)
     void = F.adaptive_max_pool2d((labels == IGNORE_LABEL).float()[:, None], size)[:, 0]
     out = torch.full(frac.shape, IGNORE_LABEL, dtype=torch.uint8)
-    out[frac == 0] = 0
+    out[near[:, 0] == 0] = 0
     out[frac >= 0.5] = 1
     out[void > 0] = IGNORE_LABEL
     return out
@@ -177,6 +183,13 @@ def train(
     tc = config.train
     if tc.mode not in MODES:
         raise ConfigError(f'unknown training mode {tc.mode!r}; choose from {MODES}')
+    if tc.alpha <= 0 or tc.temperature <= 0 or tc.inlier_margin < 0:
+        raise ConfigError(
+            'alpha and temperature must be positive and inlier_margin at least 0, got '
+            f'{tc.alpha}, {tc.temperature} and {tc.inlier_margin}'
+        )
+    if not 0 < tc.paste_probability <= 1:
+        raise ConfigError(f'paste_probability must be in (0, 1], got {tc.paste_probability}')
     dev = torch.device(device)
     out_dir = Path(out_dir)
     start = time.time()
@@ -191,7 +204,7 @@ def train(
         raise DataError(f'{images_dir} has {len(files)} image(s); training needs at least 2')
     all_images = _load_images(files, size)
     train_images = all_images[order[n_val:]]
-    paster = PseudoOutliers(outlier_dir, size)
+    paster = PseudoOutliers(outlier_dir, size, probability=tc.paste_probability)
     val = _validation(config, all_images[order[:n_val]], val_dir, paster)
 
     cached = None
@@ -245,7 +258,7 @@ def train(
             else:
                 mixed, pixel_labels = paster.paste(_as_float(train_images[idx], dev).cpu(), gen)
                 feats = model.features(mixed.to(dev))
-                labels = grid_labels(pixel_labels, tuple(feats.shape[-2:]))
+                labels = grid_labels(pixel_labels, tuple(feats.shape[-2:]), tc.inlier_margin)
             labels = labels.to(dev)
             feats = feats + tc.feature_noise * torch.randn_like(feats)
             log_prob, z = model.flow.log_prob(feats)

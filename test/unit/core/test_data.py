@@ -68,3 +68,15 @@ def test_pasted_labels_cover_exactly_the_changed_pixels(tmp_path, with_folder):
     again, labels2 = paster.paste(images, torch.Generator().manual_seed(0))
     torch.testing.assert_close(again, mixed)
     assert torch.equal(labels, labels2)
+
+
+def test_paste_probability_leaves_the_other_images_clean():
+    images = torch.full((40, 3, 32, 32), 0.5)
+    mixed, labels = PseudoOutliers(None, (32, 32), probability=0.5).paste(
+        images, torch.Generator().manual_seed(0)
+    )
+    pasted = labels.flatten(1).bool().any(1)
+    assert 8 <= int(pasted.sum()) <= 32
+    torch.testing.assert_close(mixed[~pasted], images[~pasted], rtol=0, atol=0)
+    always = PseudoOutliers(None, (32, 32)).paste(images, torch.Generator().manual_seed(0))[1]
+    assert int(always.flatten(1).bool().any(1).sum()) >= 36  # a blob may come out empty

@@ -59,3 +59,17 @@ def test_grid_labels_marks_mixed_patches_void():
     pixels[0, 2, 2] = 1  # a quarter of another
     grid = grid_labels(pixels, (2, 2))
     assert grid.tolist() == [[[1, 0], [0, 255]]]
+
+
+def test_grid_labels_margin_keeps_neighbours_of_pasted_objects_out():
+    pixels = torch.zeros(1, 10, 10, dtype=torch.uint8)
+    pixels[0, 4:6, 4:6] = 1  # one whole patch at the centre of a 5x5 grid
+    grid = grid_labels(pixels, (5, 5), margin=1)[0]
+    assert grid[2, 2] == 1
+    ring = torch.zeros(5, 5, dtype=torch.bool)
+    ring[1:4, 1:4] = True
+    ring[2, 2] = False
+    assert (grid[ring] == 255).all()
+    assert (grid[~ring & (grid != 1)] == 0).all()
+    assert int((grid == 0).sum()) == 16
+    assert grid_labels(pixels, (5, 5)).eq(0).sum() == 24
