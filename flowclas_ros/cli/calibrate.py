@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         if not maps:
             raise DataError('no normal frames to calibrate on')
         old = model.config.calibration
-        model.config.calibration = fit_calibration(np.stack(maps), np.stack(norms))
+        try:
+            model.config.calibration = fit_calibration(np.stack(maps), np.stack(norms))
+        except ValueError as exc:  # e.g. frames so uniform that the scores do not vary
+            raise DataError(f'cannot calibrate on these frames: {exc}') from None
         # The stored backbone path stays as trained; --weights only overrides it for this run.
         config = json.loads((Path(args.model) / CONFIG_FILE).read_text())
         config['calibration'] = model.config.to_dict()['calibration']

@@ -54,17 +54,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def mask_rule(args: argparse.Namespace) -> MaskRule:
-    return MaskRule(
-        args.mask_mode,
-        args.threshold,
-        args.target_fpr,
-        args.nfa_log10_epsilon,
-        args.mask_min_area,
-        args.nfa_null,
-    )
-
-
 def format_table(metrics: dict) -> str:
     """Human-readable summary: pooled metrics, one row per class, then mask quality."""
     lines = [
@@ -119,7 +108,7 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
     frames = BagFrames(args.bag, args.topic, args.masks, args.mask_topic)
     model = load_model_arg(args)
     detector = Detector(model)
-    rule = mask_rule(args)
+    rule = MaskRule.from_settings(args)
     require(rule, model.config.calibration, True)  # before an output bag exists
     out_bag = Path(args.out_bag or f'{str(args.bag).rstrip("/")}_anomaly')
     written = 0
@@ -158,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
             frames = split_frames(args.data)
             evaluation = evaluate(
-                load_model_arg(args), frames, args.save_maps, rule=mask_rule(args)
+                load_model_arg(args), frames, args.save_maps, rule=MaskRule.from_settings(args)
             )
             info = {}
         elif args.scores_topic:
@@ -169,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
 
             calibration = ModelConfig.load(Path(args.model) / CONFIG_FILE).calibration
             frames = BagFrames(args.bag, args.scores_topic, args.masks, args.mask_topic, True)
-            evaluation = evaluate_recorded(frames, calibration, args.save_maps, mask_rule(args))
+            evaluation = evaluate_recorded(
+                frames, calibration, args.save_maps, MaskRule.from_settings(args)
+            )
             info = {'rejected': frames.rejected}
         else:
             evaluation, info = _run_bag(args)

@@ -32,6 +32,7 @@ from flowclas_ros.core.data.imagemsg import compressed_to_rgb, image_to_rgb
 from flowclas_ros.core.device import resolve_device
 from flowclas_ros.core.errors import ConfigError, FlowclasError, InputError
 from flowclas_ros.core.inference import Detector
+from flowclas_ros.core.thresholds.masks import MaskRule
 from flowclas_ros.core.visualize import heatmap, overlay
 from flowclas_ros.ros.conversions import array_to_image, scaled_camera_info
 from flowclas_ros.ros.diagnostics import ERROR, STALE, WARN, CameraStats, Limits
@@ -323,7 +324,7 @@ class FlowClasNode(Node):
         camera.last_start = frame.received
         rgb = camera.convert(frame.msg)
         started = time.monotonic()
-        rule = params.mask_rule()
+        rule = MaskRule.from_settings(params)
         scores, norms = detector.detect(rgb, 'mask' in wanted and rule.mode == 'nfa')
         inference = time.monotonic() - started
         header = frame.msg.header

@@ -110,16 +110,6 @@ class NodeParams:
         out.validate()
         return out
 
-    def mask_rule(self) -> MaskRule:
-        return MaskRule(
-            self.mask_mode,
-            self.threshold,
-            self.target_fpr,
-            self.nfa_log10_epsilon,
-            self.mask_min_area,
-            self.nfa_null,
-        )
-
     def validate(self) -> None:
         checks = [
             (self.backend in BACKENDS, f'backend must be one of {BACKENDS}'),
@@ -148,7 +138,7 @@ class NodeParams:
             if not ok:
                 raise ValueError(message)
         try:
-            self.mask_rule()
+            MaskRule.from_settings(self)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
 

@@ -159,7 +159,9 @@ def play(args: argparse.Namespace) -> int:
         tick = _clock(node) if args.clock else None
         played, skipped = 0, {}
         while True:
-            played += _play_once(args.bag, topics, publishers, tick, args.rate, recorder, skipped)
+            played += _play_once(
+                args.bag, list(topics), publishers, tick, args.rate, recorder, skipped
+            )
             if not args.loop:
                 break
         print(f'played {played} messages from {args.bag}')
@@ -197,7 +199,7 @@ def _clock(node: Any) -> Any:
 
 def _play_once(
     bag: str,
-    topics: dict,
+    topics: list[str],
     publishers: dict,
     tick: Any,
     rate: float,
@@ -206,7 +208,7 @@ def _play_once(
 ) -> int:
     """Publish every message at its bag time (scaled by ``rate``); returns how many."""
     start_bag, start_wall, sent = None, time.monotonic(), 0
-    for topic, _, log_ns, data in read_raw(bag, list(topics), skipped):
+    for topic, _, log_ns, data in read_raw(bag, topics, skipped):
         start_bag = log_ns if start_bag is None else start_bag
         delay = start_wall + (log_ns - start_bag) / 1e9 / rate - time.monotonic()
         if delay > 0:

@@ -52,6 +52,18 @@ class MaskRule:
         if self.min_area < 0:
             raise ConfigError(f'mask_min_area must be >= 0, got {self.min_area}')
 
+    @classmethod
+    def from_settings(cls, s: object) -> MaskRule:
+        """From the names the node parameters and the tools' options share (``mask_mode``...)."""
+        return cls(
+            s.mask_mode,
+            s.threshold,
+            s.target_fpr,
+            s.nfa_log10_epsilon,
+            s.mask_min_area,
+            s.nfa_null,
+        )
+
 
 def rule_name(rule: MaskRule) -> str:
     """``fixed``, ``fpr``, ``nfa`` or ``nfa_fitted``: how reports label a rule."""

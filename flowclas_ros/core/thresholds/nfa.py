@@ -133,6 +133,8 @@ def fit_null(normal_norms: np.ndarray) -> LatentNull:
     if q.size < 2 or not np.isfinite(q).all():
         raise ValueError('fitting the null needs finite latent norms of several patches')
     mean, var = float(q.mean()), float(q.var())
+    if mean <= 0 or var <= 0:
+        raise ValueError('fitting the null needs latent norms that vary between patches')
     return LatentNull(scale=var / (2 * mean), dof=max(1, round(2 * mean**2 / var)))
 
 

@@ -106,6 +106,11 @@ def test_fitted_null_recovers_its_parameters():
     assert null.scale == pytest.approx(8.0, rel=0.05)
 
 
+def test_fitted_null_refuses_norms_that_do_not_vary():
+    with pytest.raises(ValueError, match='vary'):
+        fit_null(np.full((4, 8, 8), 432.0))
+
+
 def test_fitted_null_removes_the_false_alarms_of_correlated_latents():
     # Like a trained latent on normal frames: channels in groups (32 independent fields over
     # C = 256), smooth over neighbouring patches, and a frame-wide gain that varies.
