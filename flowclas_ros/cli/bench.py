@@ -14,7 +14,6 @@ also split into backbone and flow), postprocess (upsample, calibrate, copy to th
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 import statistics
 import tempfile
@@ -23,6 +22,7 @@ import time
 from flowclas_ros.cli.common import run_tool
 from flowclas_ros.core.engines import BACKENDS
 from flowclas_ros.core.engines.pytorch import COMPILE_MODES, PRECISIONS
+from flowclas_ros.core.jsonio import write_json
 
 
 def parser() -> argparse.ArgumentParser:
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_table(results))
         if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2) + '\n')
+            write_json(args.json, results)
         return 0
 
     return run_tool('flowclas-bench', body)

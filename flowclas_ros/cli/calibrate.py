@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from flowclas_ros.cli.common import add_model_args, load_model_arg, run_tool
+from flowclas_ros.core.jsonio import write_json
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError('no normal frames to calibrate on')
         old = model.config.calibration
         try:
-            model.config.calibration = fit_calibration(np.stack(maps), np.stack(norms))
+            model.config.calibration = fit_calibration(maps, norms)
         except ValueError as exc:  # e.g. frames so uniform that the scores do not vary
             raise DataError(f'cannot calibrate on these frames: {exc}') from None
         # The stored backbone path stays as trained; --weights only overrides it for this run.
         config = json.loads((Path(args.model) / CONFIG_FILE).read_text())
         config['calibration'] = model.config.to_dict()['calibration']
-        (Path(args.model) / CONFIG_FILE).write_text(json.dumps(config, indent=2) + '\n')
+        write_json(Path(args.model) / CONFIG_FILE, config)
         new = model.config.calibration
         print(
             f'calibrated on {len(maps)} frames: centre {old.center:.4f} -> {new.center:.4f}, '

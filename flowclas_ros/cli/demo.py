@@ -10,11 +10,11 @@ input | heatmap | mask | ground-truth panels to look at.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from flowclas_ros.cli.common import run_tool
 from flowclas_ros.cli.eval import format_table
+from flowclas_ros.core.jsonio import write_json
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,11 +46,18 @@ def main(argv: list[str] | None = None) -> int:
         # default quarter, which suits real defects unlike the pasted ones).
         config.train.paste_probability = 1.0
         model_dir = out / 'model'
-        train(config, data / 'train' / 'images', model_dir, progress=not args.quiet)
+        # The demo's folder is its own: a second run replaces the model it made the first time.
+        train(
+            config,
+            data / 'train' / 'images',
+            model_dir,
+            progress=not args.quiet,
+            overwrite=True,
+        )
         model = load_model(model_dir)
         evaluation = evaluate(model, split_frames(data / 'test'), save_maps=out / 'maps')
         metrics = evaluation.metrics
-        (out / 'metrics.json').write_text(json.dumps(metrics, indent=2) + '\n')
+        write_json(out / 'metrics.json', metrics)
         report = write_report(out / 'report.html', evaluation, title='flowclas_ros demo')
         print(format_table(metrics))
         print(f'model: {model_dir}  panels (input | heatmap | mask | truth): {out / "maps"}')

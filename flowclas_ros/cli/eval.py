@@ -11,10 +11,10 @@ or ``ros2 bag record``) and only the metrics are computed.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from flowclas_ros.cli.common import add_model_args, load_model_arg, run_tool
+from flowclas_ros.core.jsonio import write_json
 from flowclas_ros.core.thresholds.masks import MASK_MODES, NFA_NULLS, MaskRule
 
 
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(metrics))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(metrics, indent=2) + '\n')
+            write_json(args.json, metrics)
         if args.report:
             from flowclas_ros.core.report import write_report
 

@@ -11,6 +11,7 @@ import tempfile
 from flowclas_ros.cli.common import run_tool
 from flowclas_ros.core.backbones import BACKBONE_NAMES
 from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.data.images import SIZE_POLICIES
 from flowclas_ros.core.errors import ConfigError
 
 
@@ -57,6 +58,13 @@ def parser() -> argparse.ArgumentParser:
         help='share of training images that get pseudo-outliers',
     )
     p.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'), help='model input size')
+    p.add_argument(
+        '--size-policy',
+        choices=SIZE_POLICIES,
+        default=d.size_policy,
+        help='native: each image at its own scale (up to --input-size pixels); '
+        'keep_aspect: at that pixel count; fixed: exactly --input-size',
+    )
     p.add_argument('--flow-steps', type=int, default=d.flow.steps)
     p.add_argument('--hidden-ratio', type=float, default=d.flow.hidden_ratio)
     p.add_argument(
@@ -74,8 +82,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument('--seed', type=int, default=d.train.seed)
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
-    p.add_argument('--resume', action='store_true', help='continue from train_state.pt')
-    p.add_argument('--allow-random-weights', action='store_true', help=argparse.SUPPRESS)
+    p.add_argument(
+        '--resume', action='store_true', help='continue an interrupted run (train_state.pt)'
+    )
+    p.add_argument('--overwrite', action='store_true', help='replace a model already in --out')
     p.add_argument('--quiet', action='store_true', help='no progress line')
     return p
 
@@ -101,6 +111,7 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
     )
     t.alpha, t.temperature = args.alpha, args.temperature
     t.inlier_margin, t.paste_probability = args.inlier_margin, args.paste_probability
+    config.size_policy = args.size_policy
     config.flow.steps = args.flow_steps
     config.flow.hidden_ratio = args.hidden_ratio
     config.context_window = args.context_window
@@ -144,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             device=resolve_device(args.device),
             resume=args.resume,
             progress=not args.quiet,
+            overwrite=args.overwrite,
         )
         summary = {
             'model': args.out,

@@ -12,9 +12,12 @@ import dataclasses
 from dataclasses import dataclass, field
 import json
 from pathlib import Path
+import types
+import typing
 from typing import Any
 
 from flowclas_ros.core.errors import ConfigError, ModelFileError
+from flowclas_ros.core.jsonio import write_json
 
 
 @dataclass
@@ -125,6 +128,47 @@ class Calibration:
             raise ConfigError(f'bad calibration table: {exc}') from exc
 
 
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a JSON value has the annotated type (ints pass as floats, bools as neither)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if kind is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values())
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    if dataclasses.is_dataclass(kind):
+        return isinstance(value, dict)
+    return isinstance(value, kind)
+
+
+def _checked(kind: type, data: Any, where: str) -> dict[str, Any]:
+    """``data`` as keyword arguments of dataclass ``kind``, nested dataclasses built."""
+    if not isinstance(data, dict):
+        raise ConfigError(f'model config {where or "file"} must be an object, got {data!r}')
+    hints = typing.get_type_hints(kind)
+    out = {}
+    for key, value in data.items():
+        name = f'{where}.{key}' if where else key
+        if key not in hints:
+            raise ConfigError(f'unknown model config key {name!r}')
+        if not _fits(value, hints[key]):
+            raise ConfigError(f'model config key {name!r} has the wrong type: {value!r}')
+        nested = [
+            a for a in (hints[key], *typing.get_args(hints[key])) if dataclasses.is_dataclass(a)
+        ]
+        if nested and isinstance(value, dict):
+            value = nested[0](**_checked(nested[0], value, name))
+        out[key] = value
+    return out
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a trained model from its directory."""
@@ -132,7 +176,10 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    input_size: list[int] = field(default_factory=lambda: [320, 320])
+    # With ``size_policy`` (``data.images.network_size``): ``native`` keeps each frame's pixel
+    # scale and aspect, up to this many pixels; ``fixed`` resizes every frame to exactly this.
+    input_size: list[int] = field(default_factory=lambda: [448, 448])
+    size_policy: str = 'native'
     score: str = 'nll'
     # >1: append a k x k local mean of the features, so each patch sees its surroundings.
     context_window: int = 0
@@ -141,35 +188,27 @@ class ModelConfig:
     score_smoothing: float = 1.0
     calibration: Calibration = field(default_factory=Calibration)
     feature_channels: int = 0
-    version: int = 1
+    version: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Build from a dict, rejecting unknown keys so typos do not pass silently."""
-        kinds = {
-            'backbone': BackboneConfig,
-            'flow': FlowConfig,
-            'train': TrainConfig,
-            'calibration': Calibration,
-        }
-        kwargs = {}
-        for key, value in data.items():
-            if key not in {f.name for f in dataclasses.fields(cls)}:
-                raise ConfigError(f'unknown model config key {key!r}')
-            if key in kinds:
-                allowed = {f.name for f in dataclasses.fields(kinds[key])}
-                unknown = set(value) - allowed
-                if unknown:
-                    raise ConfigError(f'unknown {key} config keys {sorted(unknown)}')
-                value = kinds[key](**value)
-            kwargs[key] = value
-        return cls(**kwargs)
+        """Build from a dict, checking every key and the type of its value.
+
+        A typo or a hand-edited value of the wrong type is one ``ConfigError`` naming the key,
+        not a traceback deep in the code.
+        """
+        version = data.get('version', 1)
+        checked = _checked(cls, data, '')
+        # Version 1 models resized every frame to input_size.
+        if isinstance(version, int) and version < 2 and 'size_policy' not in data:
+            checked['size_policy'] = 'fixed'
+        return cls(**checked)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + '\n')
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:

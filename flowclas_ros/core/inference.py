@@ -14,14 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowclas_ros.core.data.images import to_batch
+from flowclas_ros.core.data.images import SIZE_POLICIES as NETWORK_POLICIES
+from flowclas_ros.core.data.images import network_size, to_batch
 from flowclas_ros.core.engines import Engine, build_engine
 from flowclas_ros.core.errors import ConfigError, InputError
 from flowclas_ros.core.model import FlowClasModel, load_model, upsample
 from flowclas_ros.core.scoring import calibrate
 from flowclas_ros.core.thresholds.masks import MaskRule, anomaly_mask
 
-SIZE_POLICIES = ('model', 'keep_aspect')
+# 'model': the policy the model was trained with (its config's size_policy).
+SIZE_POLICIES = ('model', *NETWORK_POLICIES)
 
 
 class Detector:
@@ -29,9 +31,8 @@ class Detector:
 
     Args:
         model: a trained model (eval mode, on ``device``).
-        size_policy: ``model`` resizes every frame to the trained input size (what training
-            and ``flowclas-eval`` do); ``keep_aspect`` keeps the camera's aspect ratio at about
-            the trained pixel count, rounded to the backbone's size multiple.
+        size_policy: ``model`` sizes frames as in training (what ``flowclas-eval`` does);
+            ``fixed``, ``keep_aspect`` or ``native`` override it (see ``network_size``).
         output_scale: outputs are ``round(scale * H) x round(scale * W)`` of the frame.
     """
 
@@ -76,12 +77,11 @@ class Detector:
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """The size a ``height x width`` frame is resized to before the backbone."""
-        th, tw = self.model.config.input_size
-        if self.size_policy == 'model':
-            return th, tw
-        m = self.model.backbone.size_multiple
-        scale = (th * tw / (height * width)) ** 0.5
-        return max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m)
+        config = self.model.config
+        policy = config.size_policy if self.size_policy == 'model' else self.size_policy
+        return network_size(
+            height, width, config.input_size, policy, self.model.backbone.size_multiple
+        )
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         s = self.output_scale

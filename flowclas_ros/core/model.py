@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from flowclas_ros.core.backbones import FeatureExtractor, build_backbone
 from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.data.images import SIZE_POLICIES
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.flow import Flow
 from flowclas_ros.core.scoring import smooth
@@ -39,6 +40,10 @@ class FlowClasModel(nn.Module):
             raise ConfigError(
                 f'input size {h}x{w} must be a multiple of {backbone.size_multiple} for '
                 f'{config.backbone.name}'
+            )
+        if config.size_policy not in SIZE_POLICIES:
+            raise ConfigError(
+                f'unknown size_policy {config.size_policy!r}; choose from {SIZE_POLICIES}'
             )
         if config.context_window > 1 and config.context_window % 2 == 0:
             raise ConfigError(f'context_window must be odd, got {config.context_window}')

@@ -7,6 +7,7 @@ A fixed range lets heatmaps and thresholds mean the same thing across frames and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import math
 
 import numpy as np
@@ -21,23 +22,25 @@ _QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
 
 def fit_calibration(
-    normal_maps: np.ndarray, normal_norms: np.ndarray | None = None
+    normal_maps: Sequence[np.ndarray], normal_norms: Sequence[np.ndarray] | None = None
 ) -> Calibration:
-    """Fit on raw patch score maps ``(N, h, w)`` of N normal images; NaNs are an error upstream.
+    """Fit on the raw patch score maps ``(h, w)`` of normal images (sizes may differ).
 
     Also stores the false-positive-rate table (per pixel and per image) for ``mask_mode=fpr``
-    and, given the images' latent norms, the fitted null of the NFA rule.
+    and, given the images' latent norms, the fitted null of the NFA rule. NaNs are an error
+    upstream.
     """
-    maps = np.asarray(normal_maps, dtype=np.float64)
-    if maps.ndim != 3 or maps.size == 0:
-        raise ValueError(f'calibration needs (N, h, w) normal score maps, got {maps.shape}')
-    q = {f'{p:g}': float(np.quantile(maps, p)) for p in _QUANTILES}
+    table = fit_fpr_table(normal_maps)
+    pixels = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in normal_maps])
+    q = {f'{p:g}': float(np.quantile(pixels, p)) for p in _QUANTILES}
     center = q['0.99']
     width = max((center - q['0.5']) / 3, 1e-6)
-    null = None if normal_norms is None else fit_null(normal_norms)
-    return Calibration(
-        center=center, width=width, quantiles=q, fpr=fit_fpr_table(maps), latent_null=null
-    )
+    null = None
+    if normal_norms is not None:
+        null = fit_null(
+            np.concatenate([np.asarray(n, dtype=np.float64).ravel() for n in normal_norms])
+        )
+    return Calibration(center=center, width=width, quantiles=q, fpr=table, latent_null=null)
 
 
 def calibrate(scores: torch.Tensor, calibration: Calibration) -> torch.Tensor:

@@ -253,3 +253,65 @@ def test_eval_measures_every_mask_rule_and_calibrate_refits(data, tmp_path):
     _assert_one_line_error(
         run('calibrate', '--model', str(model), '--images', str(tmp_path / 'none')), 'not found'
     )
+
+
+def _strict_json(path: Path) -> dict:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f'{path} holds {constant}, which is not JSON')
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_an_existing_model_is_refused_unless_overwrite(data, tmp_path):
+    model = tmp_path / 'model'
+    train = ('train', '--images', str(data / 'train' / 'images'), '--out', str(model))
+    quick = ('--epochs', '1', '--input-size', *SIZE, '--quiet')
+    assert run(*train, *quick).returncode == 0
+    weights = (model / 'flow.safetensors').read_bytes()
+    r = run(*train, *quick, '--seed', '1')
+    _assert_one_line_error(r, 'already holds a model', '--overwrite', '--resume')
+    assert (model / 'flow.safetensors').read_bytes() == weights
+    r = run(*train, *quick, '--seed', '1', '--overwrite')
+    assert r.returncode == 0, r.stderr
+    assert (model / 'flow.safetensors').read_bytes() != weights
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['model']  # no staging left behind
+    _strict_json(model / 'train_log.json')
+    _strict_json(model / 'config.json')
+
+
+def test_tiny_training_sets_warn_or_are_refused(data, tmp_path):
+    few = tmp_path / 'few'
+    few.mkdir()
+    for path in sorted((data / 'train' / 'images').iterdir())[:3]:
+        (few / path.name).write_bytes(path.read_bytes())
+    r = run('train', '--images', str(few), '--out', str(tmp_path / 'm3'), '--epochs', '1',
+            '--input-size', *SIZE, '--quiet')  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert 'only 3 training images' in r.stderr
+    # With one image held out and no pasted defect in it, the AP is undefined: null, not NaN.
+    log = _strict_json(tmp_path / 'm3' / 'train_log.json')
+    assert log['n_train'] == 2
+    for path in sorted(few.iterdir())[1:]:
+        path.unlink()
+    r = run('train', '--images', str(few), '--out', str(tmp_path / 'm1'), '--quiet')
+    _assert_one_line_error(r, 'at least 2')
+    assert not (tmp_path / 'm1').exists()
+
+
+@pytest.mark.parametrize(
+    ('key', 'value'), [('backbone', 3), ('input_size', 'big'), ('flow', {'steps': '4'})]
+)
+def test_config_values_of_the_wrong_type_name_the_key(data, tmp_path, key, value):
+    model = tmp_path / 'model'
+    r = run(
+        'train',
+        *('--images', str(data / 'train' / 'images'), '--out', str(model)),
+        *('--epochs', '1', '--input-size', *SIZE, '--quiet'),
+    )
+    assert r.returncode == 0, r.stderr
+    config = json.loads((model / 'config.json').read_text())
+    config[key] = value
+    (model / 'config.json').write_text(json.dumps(config))
+    r = run('eval', '--model', str(model), '--data', str(data / 'test'))
+    name = f'{key}.steps' if key == 'flow' else key
+    _assert_one_line_error(r, repr(name), 'wrong type')

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from flowclas_ros.core.errors import DataError
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 IGNORE_LABEL = 255
+SIZE_POLICIES = ('fixed', 'keep_aspect', 'native')
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -87,6 +89,30 @@ def list_split(folder: str | Path) -> list[SplitItem]:
             raise DataError(f'no mask {mask} for image {p}')
         items.append(SplitItem(p, mask))
     return items
+
+
+def network_size(
+    height: int, width: int, input_size: Sequence[int], policy: str, multiple: int
+) -> tuple[int, int]:
+    """The size a ``height x width`` frame is resized to before the backbone.
+
+    ``fixed``: ``input_size`` whatever the frame (squashes other aspect ratios).
+    ``keep_aspect``: the frame's aspect ratio at about ``input_size``'s pixel count.
+    ``native``: the frame's own pixel scale, shrunk (aspect kept) only when it has more pixels
+    than ``input_size``; a defect of ten pixels stays ten pixels in every frame, which is what
+    the flow learned normal texture at. Sides are rounded to ``multiple``.
+    """
+    if policy == 'fixed':
+        return int(input_size[0]), int(input_size[1])
+    budget = input_size[0] * input_size[1] / (height * width)
+    if policy == 'keep_aspect':
+        scale = budget**0.5
+    elif policy == 'native':
+        scale = min(1.0, budget**0.5)
+    else:
+        raise ValueError(f'unknown size policy {policy!r}; choose from {SIZE_POLICIES}')
+    m = multiple
+    return max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m)
 
 
 def to_batch(

@@ -23,6 +23,7 @@ import torch
 from flowclas_ros.core.engines.base import Engine, ExportedGraphs
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES
+from flowclas_ros.core.jsonio import write_json
 from flowclas_ros.core.model import FlowClasModel
 
 PRECISIONS = ('fp32', 'fp16')
@@ -135,7 +136,7 @@ class TensorRTEngine(Engine):
             if blob is None:
                 blob = self._build(onnx_path)
                 path.write_bytes(blob)
-                path.with_suffix('.json').write_text(json.dumps(expected, indent=2) + '\n')
+                write_json(path.with_suffix('.json'), expected)
             engine = self._trt.Runtime(self._logger).deserialize_cuda_engine(blob)
             if engine is None:
                 raise ModelFileError(f'TensorRT could not load {path}; delete it to rebuild')

@@ -10,6 +10,8 @@ at run time without the validation data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from flowclas_ros.core.config import FprTable
@@ -18,20 +20,23 @@ from flowclas_ros.core.config import FprTable
 LEVELS = np.geomspace(0.5, 1e-6, 49)
 
 
-def fit_fpr_table(normal_maps: np.ndarray) -> FprTable:
-    """Quantiles of raw patch scores ``(N, h, w)`` of N normal images, per pixel and per image.
+def fit_fpr_table(normal_maps: Sequence[np.ndarray]) -> FprTable:
+    """Quantiles of the raw patch scores ``(h, w)`` of normal images, per pixel and per image.
 
-    An image's score is its largest patch score: a frame is flagged when any patch is.
+    An image's score is its largest patch score: a frame is flagged when any patch is. Images
+    may differ in size.
     """
-    maps = np.asarray(normal_maps, dtype=np.float64)
-    if maps.ndim != 3 or maps.size == 0:
-        raise ValueError(f'expected (N, h, w) normal score maps, got shape {maps.shape}')
-    image_max = maps.reshape(len(maps), -1).max(axis=1)
+    maps = [np.asarray(m, dtype=np.float64) for m in normal_maps]
+    if not maps or any(m.ndim != 2 or m.size == 0 for m in maps):
+        shapes = sorted({m.shape for m in maps})[:3]
+        raise ValueError(f'expected non-empty (h, w) normal score maps, got shapes {shapes}')
+    pixels = np.concatenate([m.ravel() for m in maps])
+    image_max = np.array([m.max() for m in maps])
     return FprTable(
         fpr=LEVELS.tolist(),
-        pixel=np.quantile(maps, 1 - LEVELS, method='higher').tolist(),
+        pixel=np.quantile(pixels, 1 - LEVELS, method='higher').tolist(),
         image=np.quantile(image_max, 1 - LEVELS, method='higher').tolist(),
-        n_pixels=int(maps.size),
+        n_pixels=int(pixels.size),
         n_images=len(maps),
     )
 

@@ -15,29 +15,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-import json
 import math
+import os
 from pathlib import Path
+import shutil
 import sys
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
 
-from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.config import ModelConfig, TrainConfig
 from flowclas_ros.core.data.images import (
     IGNORE_LABEL,
     list_images,
     list_split,
+    network_size,
     read_mask,
     read_rgb,
     to_batch,
 )
 from flowclas_ros.core.data.outliers import PseudoOutliers
 from flowclas_ros.core.errors import ConfigError, DataError, ModelFileError
+from flowclas_ros.core.jsonio import write_json
 from flowclas_ros.core.losses import inlier_nll, normalize_embeddings, pixel_contrastive
 from flowclas_ros.core.metrics import exact_pixel_metrics
 from flowclas_ros.core.model import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
     FlowClasModel,
     build_model,
     load_trained_state,
@@ -49,6 +55,7 @@ from flowclas_ros.core.scoring import fit_calibration
 STATE_FILE = 'train_state.pt'
 LOG_FILE = 'train_log.json'
 MODES = ('flowclas', 'nll')
+MIN_IMAGES = 20  # fewer trains, with a warning
 
 
 @dataclass
@@ -80,66 +87,93 @@ def grid_labels(labels: torch.Tensor, size: tuple[int, int], margin: int = 0) ->
     return out
 
 
-def _load_images(files: list[Path], size: tuple[int, int]) -> torch.Tensor:
-    """Images at the model input size, kept as uint8 to hold large folders in memory."""
-    return torch.cat([(to_batch([read_rgb(p)], size) * 255).round().byte() for p in files])
+def _load_images(files: list[Path], config: ModelConfig, multiple: int) -> list[torch.Tensor]:
+    """uint8 ``(3, h, w)`` images at their network sizes (uint8 holds large folders in memory)."""
+    out = []
+    for path in files:
+        rgb = read_rgb(path)
+        size = network_size(*rgb.shape[:2], config.input_size, config.size_policy, multiple)
+        out.append((to_batch([rgb], size) * 255).round().byte()[0])
+    return out
 
 
 def _as_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device).float() / 255
 
 
-class _Validation:
-    """Fixed validation images and patch labels, scored each epoch for checkpoint choice."""
+def _by_size(indices: list[int], images: list[torch.Tensor], limit: int = 16) -> list[list[int]]:
+    """``indices`` grouped into batches of equal image size, at most ``limit`` each."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in indices:
+        groups.setdefault(tuple(images[i].shape), []).append(i)
+    return [g[k : k + limit] for g in groups.values() for k in range(0, len(g), limit)]
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, normal: torch.Tensor) -> None:
+
+@torch.no_grad()
+def _patch_maps(
+    model: FlowClasModel, images: list[torch.Tensor], device: torch.device
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Raw patch scores and latent norms of each image, ``(h, w)`` on the host."""
+    scores: list[torch.Tensor] = [torch.empty(0)] * len(images)
+    norms: list[torch.Tensor] = [torch.empty(0)] * len(images)
+    for group in _by_size(list(range(len(images))), images, 8):
+        batch = torch.stack([images[i] for i in group])
+        s, n = model.patch_maps(model.features(_as_float(batch, device)))
+        for k, i in enumerate(group):
+            scores[i], norms[i] = s[k].cpu(), n[k].cpu()
+    return scores, norms
+
+
+class _Validation:
+    """Fixed validation images and pixel labels, scored each epoch for checkpoint choice."""
+
+    def __init__(
+        self, images: list[torch.Tensor], labels: list[torch.Tensor], normal: list[torch.Tensor]
+    ) -> None:
         self.images = images
         self.labels = labels
         self.normal = normal  # clean normal images for calibration
 
-    @torch.no_grad()
-    def maps(
-        self, model: FlowClasModel, images: torch.Tensor, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw patch scores and latent norms, each ``(N, h, w)``."""
-        scores, norms = [], []
-        for i in range(0, len(images), 8):
-            s, n = model.patch_maps(model.features(_as_float(images[i : i + 8], device)))
-            scores.append(s.cpu())
-            norms.append(n.cpu())
-        return torch.cat(scores), torch.cat(norms)
-
     def ap(self, model: FlowClasModel, device: torch.device) -> float:
-        scores = self.maps(model, self.images, device)[0]
-        labels = grid_labels(self.labels, tuple(scores.shape[-2:]))
-        return float(exact_pixel_metrics(scores.numpy(), labels.numpy())['ap'])
+        scores = _patch_maps(model, self.images, device)[0]
+        grids = [
+            grid_labels(y[None], tuple(s.shape))[0]
+            for s, y in zip(scores, self.labels, strict=True)
+        ]
+        flat = torch.cat([s.flatten() for s in scores]).numpy()
+        return float(
+            exact_pixel_metrics(flat, torch.cat([g.flatten() for g in grids]).numpy())['ap']
+        )
 
 
 def _validation(
     config: ModelConfig,
-    held_out: torch.Tensor,
+    held_out: list[torch.Tensor],
     val_dir: str | Path | None,
     paster: PseudoOutliers,
+    multiple: int,
 ) -> _Validation:
-    size = tuple(config.input_size)
     if val_dir is None:
-        if len(held_out) == 0:
+        if not held_out:
             raise DataError('no images left for validation; add images or pass --val')
         gen = torch.Generator().manual_seed(config.train.seed + 1)
-        mixed, labels = paster.paste(_as_float(held_out, torch.device('cpu')), gen)
-        return _Validation((mixed * 255).round().byte(), labels, held_out)
-    items = list_split(val_dir)
+        images, labels = [], []
+        for image in held_out:
+            mixed, label = paster.paste(_as_float(image[None], torch.device('cpu')), gen)
+            images.append((mixed[0] * 255).round().byte())
+            labels.append(label[0])
+        return _Validation(images, labels, held_out)
     images, labels = [], []
-    for item in items:
-        rgb = read_rgb(item.image)
+    for item in list_split(val_dir):
         if item.mask is None:
             raise DataError(f'validation split {val_dir} needs masks/ for checkpoint selection')
+        rgb = read_rgb(item.image)
+        size = network_size(*rgb.shape[:2], config.input_size, config.size_policy, multiple)
         mask = torch.from_numpy(read_mask(item.mask, rgb.shape[:2]))[None, None].float()
         labels.append(F.interpolate(mask, size=size, mode='nearest')[0, 0].byte())
-        images.append((to_batch([rgb], size) * 255).round().byte())
-    images_t, labels_t = torch.cat(images), torch.stack(labels)
-    normal = images_t[(labels_t == 1).flatten(1).sum(1) == 0]
-    return _Validation(images_t, labels_t, normal if len(normal) else images_t)
+        images.append((to_batch([rgb], size) * 255).round().byte()[0])
+    normal = [x for x, y in zip(images, labels, strict=True) if not (y == 1).any()]
+    return _Validation(images, labels, normal or images)
 
 
 def _schedule(step: int, total: int, warmup: int) -> float:
@@ -156,6 +190,126 @@ def _progress(text: str, enabled: bool) -> None:
         sys.stderr.flush()
 
 
+def _check_settings(tc: TrainConfig) -> None:
+    if tc.mode not in MODES:
+        raise ConfigError(f'unknown training mode {tc.mode!r}; choose from {MODES}')
+    if tc.alpha <= 0 or tc.temperature <= 0 or tc.inlier_margin < 0:
+        raise ConfigError(
+            'alpha and temperature must be positive and inlier_margin at least 0, got '
+            f'{tc.alpha}, {tc.temperature} and {tc.inlier_margin}'
+        )
+    if not 0 < tc.paste_probability <= 1:
+        raise ConfigError(f'paste_probability must be in (0, 1], got {tc.paste_probability}')
+
+
+@torch.no_grad()
+def _clean_features(
+    model: FlowClasModel, images: list[torch.Tensor], device: torch.device
+) -> list[torch.Tensor]:
+    """Backbone features of every training image, once, in half precision on the host.
+
+    The backbone is frozen, so only images that get pseudo-outliers pasted need it again.
+    """
+    out: list[torch.Tensor] = [torch.empty(0)] * len(images)
+    for group in _by_size(list(range(len(images))), images):
+        feats = model.features(_as_float(torch.stack([images[i] for i in group]), device))
+        for k, i in enumerate(group):
+            out[i] = feats[k].half().cpu()
+    return out
+
+
+def _losses(
+    model: FlowClasModel,
+    batch: list[int],
+    images: list[torch.Tensor],
+    cache: list[torch.Tensor],
+    paster: PseudoOutliers,
+    gen: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Likelihood and contrastive terms of one batch, pooled over its image sizes."""
+    tc = model.config.train
+    log_probs, labels, embeddings = [], [], []
+    for group in _by_size(batch, images):
+        feats = torch.stack([cache[i] for i in group]).to(device).float()
+        grid = torch.zeros(len(group), *feats.shape[-2:], dtype=torch.uint8)
+        if tc.mode == 'flowclas':
+            clean = _as_float(torch.stack([images[i] for i in group]), torch.device('cpu'))
+            mixed, pixel_labels = paster.paste(clean, gen)
+            pasted = (pixel_labels == 1).flatten(1).any(1)
+            if pasted.any():
+                feats[pasted.to(device)] = model.features(mixed[pasted].to(device))
+                grid = grid_labels(pixel_labels, tuple(feats.shape[-2:]), tc.inlier_margin)
+        feats = feats + tc.feature_noise * torch.randn_like(feats)
+        log_prob, z = model.flow.log_prob(feats)
+        log_probs.append(log_prob.flatten())
+        labels.append(grid.flatten())
+        if tc.mode == 'flowclas':
+            emb = normalize_embeddings(model.head(z))
+            embeddings.append(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]))
+    label = torch.cat(labels).to(device)
+    nll = inlier_nll(torch.cat(log_probs), label, model.channels)
+    if not embeddings:
+        return nll, torch.zeros((), device=device)
+    # One row of patches: the losses only need each patch's embedding and label.
+    emb = torch.cat(embeddings).T[None, :, None, :]
+    con = pixel_contrastive(emb, label[None, None], tc.temperature, tc.samples_per_set, gen=gen)
+    return nll, con
+
+
+def _save_atomic(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + '.tmp')
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _workspace(out_dir: Path, resume: bool, overwrite: bool) -> tuple[Path, Path | None]:
+    """The staging folder to train in, and the checkpoint to resume from (if any).
+
+    A model directory is only ever replaced whole (``_publish``), so an existing model is
+    refused unless ``overwrite`` or ``resume`` says what to do with it.
+    """
+    work = out_dir.with_name(f'.{out_dir.name}.partial')
+    has_model = (out_dir / CONFIG_FILE).is_file() or (out_dir / WEIGHTS_FILE).is_file()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ModelFileError(f'{out_dir} exists and is not a directory')
+    if out_dir.is_dir() and not has_model and any(out_dir.iterdir()):
+        raise ModelFileError(f'{out_dir} is not empty and holds no model; choose a new --out')
+    if not resume:
+        if has_model and not overwrite:
+            raise ModelFileError(
+                f'{out_dir} already holds a model: pass --overwrite to replace it or --resume '
+                'to continue its training'
+            )
+        if work.exists():
+            raise ModelFileError(
+                f'an interrupted run left {work}: pass --resume to continue it, or remove it'
+            )
+        return work, None
+    for state in (work / STATE_FILE, out_dir / STATE_FILE):
+        if state.is_file():
+            return work, state
+    if has_model:
+        raise ModelFileError(f'nothing to resume: no {STATE_FILE} for {out_dir}')
+    return work, None
+
+
+def _publish(work: Path, out_dir: Path) -> None:
+    """Move the finished staging folder to ``out_dir``, replacing an older model whole.
+
+    Readers see the old model, briefly none, then the new one: never a mix of the two.
+    """
+    if not out_dir.exists():
+        os.replace(work, out_dir)
+        return
+    old = out_dir.with_name(f'.{out_dir.name}.old')
+    if old.exists():  # left by a crash between the two renames below
+        shutil.rmtree(old)
+    os.replace(out_dir, old)
+    os.replace(work, out_dir)
+    shutil.rmtree(old)
+
+
 def train(
     config: ModelConfig,
     images_dir: str | Path,
@@ -166,8 +320,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a model and write its directory (config, weights, calibration, log).
+
+    Training runs in a staging folder beside ``out_dir`` (``.<name>.partial``, which also
+    holds the checkpoint for ``resume``) that replaces ``out_dir`` only when complete.
 
     Args:
         config: model and training configuration; ``config.train.mode`` picks the losses.
@@ -176,47 +334,40 @@ def train(
         outlier_dir: optional outlier images (and ``masks/``) to paste; procedural otherwise.
         val_dir: optional split (``images/``, ``masks/``) for checkpoint selection.
         device: torch device.
-        resume: continue from ``out_dir/train_state.pt`` if present.
+        resume: continue an interrupted run (or the trained model's last epoch).
         progress: print a progress line to stderr.
         on_epoch: called with each epoch's log entry.
+        overwrite: replace a model already in ``out_dir`` (otherwise an error).
     """
     tc = config.train
-    if tc.mode not in MODES:
-        raise ConfigError(f'unknown training mode {tc.mode!r}; choose from {MODES}')
-    if tc.alpha <= 0 or tc.temperature <= 0 or tc.inlier_margin < 0:
-        raise ConfigError(
-            'alpha and temperature must be positive and inlier_margin at least 0, got '
-            f'{tc.alpha}, {tc.temperature} and {tc.inlier_margin}'
-        )
-    if not 0 < tc.paste_probability <= 1:
-        raise ConfigError(f'paste_probability must be in (0, 1], got {tc.paste_probability}')
+    _check_settings(tc)
     dev = torch.device(device)
     out_dir = Path(out_dir)
+    work, resume_from = _workspace(out_dir, resume, overwrite)
     start = time.time()
     torch.manual_seed(tc.seed)
-    size = tuple(config.input_size)
 
     model = build_model(config).to(dev)
+    multiple = model.backbone.size_multiple
     files = list_images(images_dir)
-    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(tc.seed))
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(tc.seed)).tolist()
     n_val = 0 if val_dir is not None else max(1, int(round(len(files) * tc.val_fraction)))
     if len(files) - n_val < 1:
         raise DataError(f'{images_dir} has {len(files)} image(s); training needs at least 2')
-    all_images = _load_images(files, size)
-    train_images = all_images[order[n_val:]]
-    paster = PseudoOutliers(outlier_dir, size, probability=tc.paste_probability)
-    val = _validation(config, all_images[order[:n_val]], val_dir, paster)
-
-    cached = None
-    if tc.mode == 'nll':
-        _progress('caching backbone features', progress)
-        with torch.no_grad():
-            cached = torch.cat(
-                [
-                    model.features(_as_float(train_images[i : i + 16], dev)).half().cpu()
-                    for i in range(0, len(train_images), 16)
-                ]
-            )
+    if len(files) < MIN_IMAGES:
+        warnings.warn(
+            f'only {len(files)} training images in {images_dir}: the model will know little '
+            f'of what is normal (use {MIN_IMAGES} or more)',
+            stacklevel=2,
+        )
+    all_images = _load_images(files, config, multiple)
+    train_images = [all_images[i] for i in order[n_val:]]
+    paster = PseudoOutliers(
+        outlier_dir, tuple(config.input_size), probability=tc.paste_probability
+    )
+    val = _validation(config, [all_images[i] for i in order[:n_val]], val_dir, paster, multiple)
+    _progress('caching backbone features', progress)
+    cache = _clean_features(model, train_images, dev)
 
     params = list(model.flow.parameters()) + list(model.head.parameters())
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -229,14 +380,14 @@ def train(
     result = TrainResult(best_epoch=-1, best_val_ap=-1.0)
     best_state: dict[str, torch.Tensor] | None = None
     first_epoch = 0
-    state_path = out_dir / STATE_FILE
-    if resume and state_path.is_file():
+    state_path = work / STATE_FILE
+    if resume_from is not None:
         try:
-            state = torch.load(state_path, map_location='cpu', weights_only=True)
+            state = torch.load(resume_from, map_location='cpu', weights_only=True)
             load_trained_state(model, state['model'])
         except (RuntimeError, KeyError, OSError) as exc:
             raise ModelFileError(
-                f'cannot resume from {state_path}: written by another version or configuration'
+                f'cannot resume from {resume_from}: written by another version or configuration'
             ) from exc
         opt.load_state_dict(state['opt'])
         sched.load_state_dict(state['sched'])
@@ -248,27 +399,12 @@ def train(
 
     for epoch in range(first_epoch, tc.epochs):
         model.flow.train()
-        perm = torch.randperm(len(train_images), generator=gen)
+        perm = torch.randperm(len(train_images), generator=gen).tolist()
         sums = {'loss': 0.0, 'nll': 0.0, 'con': 0.0}
         for step in range(steps_per_epoch):
-            idx = perm[step * tc.batch_size : (step + 1) * tc.batch_size]
-            if cached is not None:
-                feats = cached[idx].to(dev).float()
-                labels = torch.zeros(len(idx), *feats.shape[-2:], dtype=torch.uint8)
-            else:
-                mixed, pixel_labels = paster.paste(_as_float(train_images[idx], dev).cpu(), gen)
-                feats = model.features(mixed.to(dev))
-                labels = grid_labels(pixel_labels, tuple(feats.shape[-2:]), tc.inlier_margin)
-            labels = labels.to(dev)
-            feats = feats + tc.feature_noise * torch.randn_like(feats)
-            log_prob, z = model.flow.log_prob(feats)
-            nll = inlier_nll(log_prob, labels, model.channels)
-            loss = tc.alpha * nll
-            con = torch.zeros(())
-            if tc.mode == 'flowclas':
-                emb = normalize_embeddings(model.head(z))
-                con = pixel_contrastive(emb, labels, tc.temperature, tc.samples_per_set, gen=gen)
-                loss = loss + con
+            batch = perm[step * tc.batch_size : (step + 1) * tc.batch_size]
+            nll, con = _losses(model, batch, train_images, cache, paster, gen, dev)
+            loss = tc.alpha * nll + con
             if not torch.isfinite(loss):
                 raise FloatingPointError(f'loss became {loss.item()} at epoch {epoch}')
             opt.zero_grad(set_to_none=True)
@@ -294,8 +430,8 @@ def train(
             # Without labelled validation the last epoch wins: the live weights are the result.
             if val_dir is not None:
                 best_state = {k: v.clone() for k, v in trained_state(model).items()}
-        out_dir.mkdir(parents=True, exist_ok=True)
-        torch.save(
+        work.mkdir(parents=True, exist_ok=True)
+        _save_atomic(
             {
                 'epoch': epoch,
                 'model': trained_state(model),
@@ -317,27 +453,30 @@ def train(
     if best_state is not None:
         load_trained_state(model, best_state)
     model.flow.eval()
-    normal_scores, normal_norms = val.maps(model, val.normal, dev)
-    if not (torch.isfinite(normal_scores).all() and torch.isfinite(normal_norms).all()):
+    normal_scores, normal_norms = _patch_maps(model, val.normal, dev)
+    if not all(
+        torch.isfinite(s).all() and torch.isfinite(n).all()
+        for s, n in zip(normal_scores, normal_norms, strict=True)
+    ):
         raise FloatingPointError('non-finite scores on validation images after training')
-    config.calibration = fit_calibration(normal_scores.numpy(), normal_norms.numpy())
-    save_model(model, out_dir)
-    result.seconds = time.time() - start
-    (out_dir / LOG_FILE).write_text(
-        json.dumps(
-            {
-                'best_epoch': result.best_epoch,
-                'best_val_ap': result.best_val_ap,
-                'seconds': result.seconds,
-                'history': result.history,
-                'images': str(images_dir),
-                'outliers': None if outlier_dir is None else str(outlier_dir),
-                'val': None if val_dir is None else str(val_dir),
-                'n_train': len(train_images),
-                'n_val': len(val.images),
-            },
-            indent=2,
-        )
-        + '\n'
+    config.calibration = fit_calibration(
+        [s.numpy() for s in normal_scores], [n.numpy() for n in normal_norms]
     )
+    save_model(model, work)
+    result.seconds = time.time() - start
+    write_json(
+        work / LOG_FILE,
+        {
+            'best_epoch': result.best_epoch,
+            'best_val_ap': result.best_val_ap,
+            'seconds': result.seconds,
+            'history': result.history,
+            'images': str(images_dir),
+            'outliers': None if outlier_dir is None else str(outlier_dir),
+            'val': None if val_dir is None else str(val_dir),
+            'n_train': len(train_images),
+            'n_val': len(val.images),
+        },
+    )
+    _publish(work, out_dir)
     return result

@@ -63,7 +63,18 @@ def test_keep_aspect_keeps_pixel_count_and_aspect():
     assert w % 32 == 0
     assert abs(w / h - 640 / 480) < 0.15
     assert abs(h * w / 320**2 - 1) < 0.15
-    assert Detector(build_model(config)).network_size(480, 640) == (320, 320)
+    assert Detector(build_model(config), size_policy='fixed').network_size(480, 640) == (320, 320)
+
+
+def test_native_keeps_the_pixel_scale_and_only_shrinks():
+    config = ModelConfig(input_size=[320, 320], size_policy='native')
+    detector = Detector(build_model(config))  # 'model': the config's policy
+    assert detector.network_size(230, 110) == (224, 96)  # small frames keep their scale
+    h, w = detector.network_size(480, 640)  # large ones shrink to the pixel budget
+    assert abs(w / h - 640 / 480) < 0.15
+    assert h * w <= 320**2 * 1.15
+    fixed = ModelConfig(input_size=[320, 320], size_policy='fixed')
+    assert Detector(build_model(fixed)).network_size(230, 110) == (320, 320)
 
 
 def test_bad_settings_and_frames(model):

@@ -2,12 +2,16 @@
 # SPDX-License-Identifier: Apache-2.0
 import json
 
+import numpy as np
+from PIL import Image
 import pytest
 from safetensors.torch import load_file
 import torch
 
 from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.data.synthetic import make_surface_dataset
+from flowclas_ros.core.errors import ModelFileError
+from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.model import load_model
 from flowclas_ros.core.train.trainer import train
 
@@ -70,3 +74,54 @@ def test_labelled_validation_keeps_the_best_epoch(images, tmp_path):
     assert result.best_val_ap == max(aps)
     assert result.best_epoch == aps.index(max(aps))
     assert (tmp_path / 'm' / 'flow.safetensors').is_file()
+
+
+def test_native_policy_trains_and_calibrates_on_images_of_several_sizes(images, tmp_path):
+    folder = tmp_path / 'mixed'
+    folder.mkdir()
+    sizes = [(64, 64), (64, 128), (128, 96), (96, 64)]
+    for i, path in enumerate(sorted(images.iterdir())):
+        h, w = sizes[i % len(sizes)]
+        Image.open(path).resize((w, h)).save(folder / f'{i:02d}.png')
+    config = _config()
+    config.input_size, config.size_policy = [96, 96], 'native'
+    config.train.val_fraction = 0.25  # two held-out images
+    config.train.paste_probability = 1.0
+    train(config, folder, tmp_path / 'm', progress=False)
+    model = load_model(tmp_path / 'm')
+    assert model.config.size_policy == 'native'
+    detector = Detector(model)
+    assert detector.network_size(64, 128) == (64, 128)  # kept: within the pixel budget
+    assert detector.network_size(128, 96) == (96, 96)  # shrunk to about 96 x 96 pixels
+    held_out = model.config.calibration.fpr
+    assert held_out.n_images == 2
+    # Each held-out image is scored at its own network size, 16 x 16 pixels per patch.
+    patches = [4 * 4, 4 * 8, 6 * 6, 6 * 4]
+    assert held_out.n_pixels in {a + b for a in patches for b in patches}
+    scores = detector(np.zeros((64, 128, 3), np.uint8))
+    assert scores.shape == (64, 128)
+    assert np.isfinite(scores).all()
+
+
+def test_a_crash_while_overwriting_leaves_the_old_model_whole(images, tmp_path):
+    out = tmp_path / 'm'
+    train(_config(), images, out, progress=False)
+    before = load_file(out / 'flow.safetensors')
+
+    def crash(entry):
+        raise _CrashError
+
+    config = _config()
+    config.train.seed = 1
+    with pytest.raises(_CrashError):
+        train(config, images, out, progress=False, on_epoch=crash, overwrite=True)
+    after = load_model(out)  # still the old model, complete
+    for key, value in before.items():
+        torch.testing.assert_close(after.state_dict()[key], value, rtol=0, atol=0)
+    # The interrupted run is neither silently discarded nor mixed in: resume finishes it.
+    with pytest.raises(ModelFileError, match='interrupted'):
+        train(config, images, out, progress=False, overwrite=True)
+    train(config, images, out, progress=False, resume=True)
+    assert load_file(out / 'flow.safetensors').keys() == before.keys()
+    assert not (tmp_path / '.m.partial').exists()
+    assert json.loads((out / 'train_log.json').read_text())['n_train'] == 7
