@@ -3,8 +3,10 @@
 """Label-free FlowCLAS training from a folder of normal images.
 
 Per step: paste pseudo-outliers into inlier images, extract frozen features, run the flow,
-and minimise ``alpha * NLL(inlier patches) + InfoNCE(projected latents)``. ``mode='nll'``
-trains on cached clean features with the likelihood alone (FastFlow-style), for comparison.
+and minimise ``alpha * NLL(inlier patches) + InfoNCE(projected latents)``. The backbone is
+frozen, so clean images' features are computed once; only pasted images go through it again.
+``mode='nll'`` trains with the likelihood alone (FastFlow-style), for comparison. Images keep
+their own network sizes (``ModelConfig.size_policy``); batches are grouped by size.
 With a labelled validation split (``val_dir``) the epoch with the best AP on it is kept.
 Without one, the last epoch is kept (the cosine schedule ends at zero learning rate): AP on
 held-out images with pasted pseudo-outliers is still logged, but it saturates within an
@@ -23,6 +25,7 @@ import sys
 import time
 import warnings
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -87,14 +90,10 @@ def grid_labels(labels: torch.Tensor, size: tuple[int, int], margin: int = 0) ->
     return out
 
 
-def _load_images(files: list[Path], config: ModelConfig, multiple: int) -> list[torch.Tensor]:
-    """uint8 ``(3, h, w)`` images at their network sizes (uint8 holds large folders in memory)."""
-    out = []
-    for path in files:
-        rgb = read_rgb(path)
-        size = network_size(*rgb.shape[:2], config.input_size, config.size_policy, multiple)
-        out.append((to_batch([rgb], size) * 255).round().byte()[0])
-    return out
+def _sized(rgb: np.ndarray, config: ModelConfig, multiple: int) -> torch.Tensor:
+    """uint8 ``(3, h, w)`` at the image's network size (uint8 holds large folders in memory)."""
+    size = network_size(*rgb.shape[:2], config.input_size, config.size_policy, multiple)
+    return (to_batch([rgb], size) * 255).round().byte()[0]
 
 
 def _as_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -168,10 +167,10 @@ def _validation(
         if item.mask is None:
             raise DataError(f'validation split {val_dir} needs masks/ for checkpoint selection')
         rgb = read_rgb(item.image)
-        size = network_size(*rgb.shape[:2], config.input_size, config.size_policy, multiple)
+        image = _sized(rgb, config, multiple)
         mask = torch.from_numpy(read_mask(item.mask, rgb.shape[:2]))[None, None].float()
-        labels.append(F.interpolate(mask, size=size, mode='nearest')[0, 0].byte())
-        images.append((to_batch([rgb], size) * 255).round().byte()[0])
+        labels.append(F.interpolate(mask, size=image.shape[-2:], mode='nearest')[0, 0].byte())
+        images.append(image)
     normal = [x for x, y in zip(images, labels, strict=True) if not (y == 1).any()]
     return _Validation(images, labels, normal or images)
 
@@ -360,7 +359,7 @@ def train(
             f'of what is normal (use {MIN_IMAGES} or more)',
             stacklevel=2,
         )
-    all_images = _load_images(files, config, multiple)
+    all_images = [_sized(read_rgb(path), config, multiple) for path in files]
     train_images = [all_images[i] for i in order[n_val:]]
     paster = PseudoOutliers(
         outlier_dir, tuple(config.input_size), probability=tc.paste_probability
