@@ -87,12 +87,10 @@ def test_detector_backends_agree_and_the_graph_is_cached(default_dir, tmp_path):
     again = Detector.load(default_dir, backend='onnxruntime', cache_dir=cache)
     np.testing.assert_allclose(again(frame), torch_scores, atol=1e-5)
     assert graph.stat().st_mtime_ns == stamp  # reused, not exported again
-    keep = Detector.load(
-        default_dir, backend='onnxruntime', cache_dir=cache, size_policy='keep_aspect'
-    )
+    fixed = Detector.load(default_dir, backend='onnxruntime', cache_dir=cache, size_policy='fixed')
     np.testing.assert_allclose(
-        keep(frame),
-        Detector.load(default_dir, size_policy='keep_aspect')(frame),
+        fixed(frame),
+        Detector.load(default_dir, size_policy='fixed')(frame),
         atol=1e-5,
     )
     assert len(list(cache.glob('*.onnx'))) == 2  # one graph per network size
