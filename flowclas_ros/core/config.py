@@ -118,15 +118,6 @@ class Calibration:
     # The NFA rule's null fitted on normal latent norms (``nfa_null: fitted``).
     latent_null: LatentNull | None = None
 
-    def __post_init__(self) -> None:
-        try:
-            if isinstance(self.fpr, dict):
-                self.fpr = FprTable(**self.fpr)
-            if isinstance(self.latent_null, dict):
-                self.latent_null = LatentNull(**self.latent_null)
-        except TypeError as exc:
-            raise ConfigError(f'bad calibration table: {exc}') from exc
-
 
 def _fits(value: Any, kind: Any) -> bool:
     """Whether a JSON value has the annotated type (ints pass as floats, bools as neither)."""
@@ -164,7 +155,10 @@ def _checked(kind: type, data: Any, where: str) -> dict[str, Any]:
             a for a in (hints[key], *typing.get_args(hints[key])) if dataclasses.is_dataclass(a)
         ]
         if nested and isinstance(value, dict):
-            value = nested[0](**_checked(nested[0], value, name))
+            try:
+                value = nested[0](**_checked(nested[0], value, name))
+            except TypeError as exc:  # a required field is missing
+                raise ConfigError(f'model config key {name!r} is incomplete: {exc}') from exc
         out[key] = value
     return out
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import io
 import math
 import os
 from pathlib import Path
@@ -41,7 +42,7 @@ from flowclas_ros.core.data.images import (
 )
 from flowclas_ros.core.data.outliers import PseudoOutliers
 from flowclas_ros.core.errors import ConfigError, DataError, ModelFileError
-from flowclas_ros.core.jsonio import write_json
+from flowclas_ros.core.jsonio import write_atomic, write_json
 from flowclas_ros.core.losses import inlier_nll, normalize_embeddings, pixel_contrastive
 from flowclas_ros.core.metrics import exact_pixel_metrics
 from flowclas_ros.core.model import (
@@ -109,18 +110,26 @@ def _by_size(indices: list[int], images: list[torch.Tensor], limit: int = 16) ->
 
 
 @torch.no_grad()
+def _each_image(
+    fn: Callable[[torch.Tensor], torch.Tensor], images: list[torch.Tensor], device: torch.device
+) -> list[torch.Tensor]:
+    """``fn`` on every image, batched by size, each result back on the host in input order."""
+    out: list[torch.Tensor] = [torch.empty(0)] * len(images)
+    for group in _by_size(list(range(len(images))), images, 8):
+        result = fn(_as_float(torch.stack([images[i] for i in group]), device))
+        for k, i in enumerate(group):
+            out[i] = result[k].cpu()
+    return out
+
+
 def _patch_maps(
     model: FlowClasModel, images: list[torch.Tensor], device: torch.device
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Raw patch scores and latent norms of each image, ``(h, w)`` on the host."""
-    scores: list[torch.Tensor] = [torch.empty(0)] * len(images)
-    norms: list[torch.Tensor] = [torch.empty(0)] * len(images)
-    for group in _by_size(list(range(len(images))), images, 8):
-        batch = torch.stack([images[i] for i in group])
-        s, n = model.patch_maps(model.features(_as_float(batch, device)))
-        for k, i in enumerate(group):
-            scores[i], norms[i] = s[k].cpu(), n[k].cpu()
-    return scores, norms
+    maps = _each_image(
+        lambda x: torch.stack(model.patch_maps(model.features(x)), 1), images, device
+    )
+    return [m[0] for m in maps], [m[1] for m in maps]
 
 
 class _Validation:
@@ -201,7 +210,6 @@ def _check_settings(tc: TrainConfig) -> None:
         raise ConfigError(f'paste_probability must be in (0, 1], got {tc.paste_probability}')
 
 
-@torch.no_grad()
 def _clean_features(
     model: FlowClasModel, images: list[torch.Tensor], device: torch.device
 ) -> list[torch.Tensor]:
@@ -209,12 +217,7 @@ def _clean_features(
 
     The backbone is frozen, so only images that get pseudo-outliers pasted need it again.
     """
-    out: list[torch.Tensor] = [torch.empty(0)] * len(images)
-    for group in _by_size(list(range(len(images))), images):
-        feats = model.features(_as_float(torch.stack([images[i] for i in group]), device))
-        for k, i in enumerate(group):
-            out[i] = feats[k].half().cpu()
-    return out
+    return _each_image(lambda x: model.features(x).half(), images, device)
 
 
 def _losses(
@@ -254,12 +257,6 @@ def _losses(
     emb = torch.cat(embeddings).T[None, :, None, :]
     con = pixel_contrastive(emb, label[None, None], tc.temperature, tc.samples_per_set, gen=gen)
     return nll, con
-
-
-def _save_atomic(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _workspace(out_dir: Path, resume: bool, overwrite: bool) -> tuple[Path, Path | None]:
@@ -430,7 +427,8 @@ def train(
             if val_dir is not None:
                 best_state = {k: v.clone() for k, v in trained_state(model).items()}
         work.mkdir(parents=True, exist_ok=True)
-        _save_atomic(
+        buffer = io.BytesIO()
+        torch.save(
             {
                 'epoch': epoch,
                 'model': trained_state(model),
@@ -443,8 +441,9 @@ def train(
                 'best_val_ap': result.best_val_ap,
                 'history': result.history,
             },
-            state_path,
+            buffer,
         )
+        write_atomic(state_path, buffer.getvalue())
         if on_epoch is not None:
             on_epoch(entry)
     _progress('', progress)
