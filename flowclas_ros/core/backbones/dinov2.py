@@ -11,6 +11,7 @@ gives, ``.pth`` files only through ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import io
 import os
 from pathlib import Path
 import re
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from flowclas_ros.core.backbones.base import FeatureExtractor
 from flowclas_ros.core.backbones.checkpoint import HF_FILE, read_state_dict
 from flowclas_ros.core.errors import ConfigError, ModelFileError
+from flowclas_ros.core.jsonio import write_atomic
 
 PATCH = 14
 _POS_GRID = 37  # Official checkpoints carry positional embeddings for 518 px = 37 * 14.
@@ -318,16 +320,17 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def _read_official_state(path: Path) -> dict[str, torch.Tensor]:
-    """Read either checkpoint format and return tensors under the official names."""
-    state = read_state_dict(path)
+def _official_names(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """Tensors of either checkpoint format under the official names."""
     state = _strip_prefix(state)
     if 'embeddings.cls_token' in state or any(k.startswith('encoder.layer.') for k in state):
         return _from_hf(state)
     if 'cls_token' in state or any(k.startswith('blocks.') for k in state):
         return state
     some = ', '.join(list(state)[:3])
-    raise ModelFileError(f'{path}: not a DINOv2 checkpoint (no cls_token key; first keys: {some})')
+    raise ModelFileError(
+        f'{source}: not a DINOv2 checkpoint (no cls_token key; first keys: {some})'
+    )
 
 
 def _guess_name(state: dict[str, torch.Tensor]) -> str | None:
@@ -345,7 +348,7 @@ def _listed(keys: list[str], limit: int = 3) -> str:
     return ', '.join(keys[:limit]) + more
 
 
-def _check_fit(state: dict[str, torch.Tensor], model: DinoV2, name: str, path: Path) -> None:
+def _check_fit(state: dict[str, torch.Tensor], model: DinoV2, name: str, source: str) -> None:
     """Raise one readable line instead of torch's multi-line load_state_dict report."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in state]
@@ -366,7 +369,7 @@ def _check_fit(state: dict[str, torch.Tensor], model: DinoV2, name: str, path: P
         problems.append(f'unexpected: {_listed(unexpected)}')
     guess = _guess_name(state)
     hint = f'; file looks like {guess}' if guess and guess != name else ''
-    raise ModelFileError(f'{path}: weights do not fit {name}: {"; ".join(problems)}{hint}')
+    raise ModelFileError(f'{source}: weights do not fit {name}: {"; ".join(problems)}{hint}')
 
 
 # ---- public API ------------------------------------------------------------------------------
@@ -393,10 +396,20 @@ def build_dinov2(
     if weights is None:
         return _new_model(name, layers).freeze()
     path = Path(weights).expanduser()
-    with torch.device('meta'):  # Skip a wasted random init; the file supplies every tensor.
+    return dinov2_from_state(name, read_state_dict(path), layers, str(path))
+
+
+def dinov2_from_state(
+    name: str,
+    state: dict[str, torch.Tensor],
+    layers: tuple[int, ...] = (-1,),
+    source: str = 'state dict',
+) -> DinoV2:
+    """A frozen ``name`` holding ``state`` (official or HF names); errors name ``source``."""
+    with torch.device('meta'):  # Skip a wasted random init; the state supplies every tensor.
         model = _new_model(name, layers)
-    state = _read_official_state(path)
-    _check_fit(state, model, name, path)
+    state = _official_names(state, source)
+    _check_fit(state, model, name, source)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.mean = torch.tensor(_MEAN).view(1, 3, 1, 1)
@@ -405,21 +418,23 @@ def build_dinov2(
 
 
 def save_official(model: DinoV2, path: str | os.PathLike) -> None:
-    """Write the weights as an official-release state dict (``torch.save`` of tensors only)."""
+    """Write the weights as an official-release state dict (tensors only), atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save(state, Path(path))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def save_hf_safetensors(model: DinoV2, path: str | os.PathLike) -> None:
-    """Write the weights under Hugging Face ``Dinov2Model`` names, for HF-format consumers.
+    """Write the weights under Hugging Face ``Dinov2Model`` names, atomically.
 
     An existing directory as ``path`` gets ``model.safetensors`` inside it.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     if path.is_dir():
         path = path / HF_FILE
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     hf = {k: v.contiguous().clone() for k, v in _to_hf(state).items()}
-    save_file(hf, str(path), metadata={'format': 'pt'})
+    write_atomic(path, save(hf, metadata={'format': 'pt'}))
