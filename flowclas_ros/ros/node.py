@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """flowclas_node: camera frames in; anomaly score, heatmap, mask and diagnostics out.
 
-Subscriber callbacks only stamp and store the message. One worker thread converts, scores and
-publishes, so receiving and diagnostics never wait for inference; with several cameras it
-serves whichever frame has waited longest. Outputs nobody subscribes to are not computed.
+Subscriber callbacks only stamp the message, check its header and store it. One worker thread
+converts, scores and publishes, so receiving and diagnostics never wait for inference; with
+several cameras it serves whichever frame has waited longest. Outputs nobody subscribes to are
+not computed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from flowclas_ros.core.data.imagemsg import compressed_to_rgb, image_to_rgb
+from flowclas_ros.core.data.imagemsg import (
+    check_compressed,
+    compressed_to_rgb,
+    image_pixels,
+    image_to_rgb,
+)
 from flowclas_ros.core.device import resolve_device
 from flowclas_ros.core.errors import ConfigError, FlowclasError, InputError
 from flowclas_ros.core.inference import Detector
@@ -68,6 +74,7 @@ class _Camera:
         compressed = params.input_transport == 'compressed'
         topic = f'{prefix}image/compressed' if compressed else f'{prefix}image'
         self.convert = compressed_to_rgb if compressed else image_to_rgb
+        self.check = check_compressed if compressed else image_pixels
         self.pending: deque[_Frame] = deque()
         self.last_start = -math.inf
         self.last_arrival: float | None = None
@@ -228,6 +235,11 @@ class FlowClasNode(Node):
             # A step back means a new or a second publisher: start counting again.
             if last is not None and sequence > last + 1:
                 camera.stats.on_lost(sequence - last - 1)
+        try:  # Header checks only: a malformed frame must never displace a good pending one.
+            camera.check(msg)
+        except InputError as exc:
+            camera.stats.on_rejected(exc.reason, str(exc))
+            return
         with self._cond:
             if camera.last_arrival is not None:
                 gap = now - camera.last_arrival
@@ -414,6 +426,11 @@ def main(args: list[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # A signal can shut the context down while spin builds its next wait set; rclpy then
+        # raises an RCLError instead of returning. That is a clean stop, anything else is not.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()

@@ -117,8 +117,8 @@ class Client:
         self.node.create_subscription(msg_type, topic, received.append, depth)
         return received
 
-    def publisher(self, topic: str, msg_type: type, best_effort: bool = False):
-        qos = QoSProfile(depth=10)
+    def publisher(self, topic: str, msg_type: type, best_effort: bool = False, depth: int = 10):
+        qos = QoSProfile(depth=depth)
         if best_effort:
             qos.reliability = ReliabilityPolicy.BEST_EFFORT
         return self.node.create_publisher(msg_type, topic, qos)
@@ -195,6 +195,17 @@ def send(pub, msg, done, timeout=30.0):
 _stamps = itertools.count(1000)
 
 
-def next_stamp() -> int:
-    """A stamp (seconds) no other frame in this session has used."""
-    return next(_stamps)
+def next_stamp(count: int = 1) -> int:
+    """The first of ``count`` consecutive stamps (seconds) no other frame has used."""
+    first = next(_stamps)
+    for _ in range(count - 1):
+        next(_stamps)
+    return first
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MB (Linux)."""
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f'no VmRSS for process {pid}')

@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """flowclas_node in its own process, driven over real Fast DDS on loopback."""
 
+from collections import Counter
 import io
 import json
 import shutil
@@ -12,10 +13,11 @@ from models import make_model, smooth_image
 import numpy as np
 from PIL import Image as PILImage
 import pytest
-from rosnode import Client, NodeProcess, Outputs, next_stamp, send, wait_for
+from rosnode import Client, NodeProcess, Outputs, next_stamp, rss_mb, send, wait_for
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from flowclas_ros.core.data.imagemsg import compressed_to_rgb, image_to_rgb
+from flowclas_ros.core.data.malformed import fuzz_stream
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.thresholds.masks import MaskRule
 
@@ -388,6 +390,9 @@ def test_overload_keeps_latency_bounded_and_counts_superseded_frames(logs, clien
         assert max(done) >= first + count - 10
         late = [s for s, t in arrivals.items() if s >= first and t > stop + 1.0]
         assert not late
+        # Every frame that reached the node has exactly one outcome.
+        outcomes = sum(int(values[f'frames_{k}']) for k in _OUTCOMES)
+        assert outcomes == int(values['frames_received'])
     finally:
         assert node.stop() == 0, node.text()
 
@@ -444,5 +449,75 @@ def test_onnxruntime_backend(logs, client, model_dir, detector, tmp_path):
         np.testing.assert_allclose(_array(outputs.get('score', stamp), '<f4'), expected, atol=1e-4)
         assert client.diagnostics(status)[2]['backend'] == 'onnxruntime'
         assert list((tmp_path / 'engines').glob('*.onnx'))
+    finally:
+        assert node.stop() == 0, node.text()
+
+
+_OUTCOMES = ('processed', 'superseded', 'skipped', 'rejected')
+
+
+@pytest.mark.parametrize('transport', ['raw', 'compressed'])
+def test_fuzzed_frames_are_each_counted_and_every_good_one_scored(
+    logs, client, model_dir, transport
+):
+    """100 frames, four in five malformed (sizes up to 2^32 - 1, bad data), over real DDS."""
+    compressed = transport == 'compressed'
+    topic = 'image/compressed' if compressed else 'image'
+    msg_type = CompressedImage if compressed else Image
+    node = _start(
+        logs, client, f'fuzz_{transport}', topic, model_dir=str(model_dir),
+        input_transport=transport, process_every_frame=True, max_queue=200,
+        diagnostics_period_s=0.2,
+    )  # fmt: skip
+    status = f'flowclas: /fuzz_{transport}/{topic}'
+    try:
+        pub = client.publisher(f'/fuzz_{transport}/{topic}', msg_type, depth=200)
+        outputs = Outputs(client, f'/fuzz_{transport}', names=('score',))
+        frames = list(fuzz_stream(100, seed=11, compressed=compressed))
+        good = next(f for f, reason in frames if reason is None)
+        send(pub, msg_type(**good), outputs.complete)  # connected and warm
+
+        def settled():  # every frame sent so far accounted for (send may have sent twice)
+            time.sleep(0.5)
+            values = client.diagnostics(status)[2]
+            done = sum(int(values[f'frames_{k}']) for k in _OUTCOMES)
+            return done == int(values['frames_received']) and values
+
+        before = wait_for(settled, 30, 'the warm-up frames to be accounted for')
+        rss_before = rss_mb(node.proc.pid)
+
+        first = next_stamp(len(frames))
+        for i, (fields, _) in enumerate(frames):
+            msg = msg_type(**fields)
+            msg.header.stamp.sec = first + i
+            pub.publish(msg)
+            time.sleep(0.005)
+        pub.publish(b'\x00\x01 not CDR')  # undecodable bytes on the wire as well
+
+        want = Counter(reason for _, reason in frames if reason is not None)
+        goods = [first + i for i, (_, reason) in enumerate(frames) if reason is None]
+
+        def counted(values):
+            return {r: int(values.get(f'rejected.{r}', 0)) - int(before.get(f'rejected.{r}', 0))
+                    for r in want}  # fmt: skip
+
+        wait_for(
+            lambda: (
+                all(outputs.get('score', s) for s in goods)
+                and counted(client.diagnostics(status)[2]) == want
+            ),
+            60,
+            f'{len(goods)} good frames scored and {sum(want.values())} rejected by reason',
+        )
+        time.sleep(0.5)  # one more diagnostics period: nothing else may be counted
+        values = client.diagnostics(status)[2]
+        assert counted(values) == want
+        delta = {k: int(values[k]) - int(before[k]) for k in before if k.startswith('frames_')}
+        assert delta['frames_received'] == len(frames)
+        assert delta['frames_processed'] == len(goods)
+        assert delta['frames_rejected'] == sum(want.values())
+        assert delta['frames_skipped'] == delta['frames_superseded'] == 0
+        assert node.proc.poll() is None
+        assert rss_mb(node.proc.pid) - rss_before < 100
     finally:
         assert node.stop() == 0, node.text()

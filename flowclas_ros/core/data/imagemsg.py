@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from typing import Any
+import warnings
 
 import numpy as np
 from PIL import Image as PILImage
@@ -36,6 +37,12 @@ _LAYOUTS = {
     '32FC3': (3, np.float32),
 }
 ENCODINGS = tuple(_LAYOUTS)
+
+
+def bytes_per_pixel(encoding: str) -> int:
+    """Bytes one pixel takes in a known ``encoding``."""
+    channels, dtype = _LAYOUTS[encoding]
+    return channels * np.dtype(dtype).itemsize
 
 
 def image_to_rgb(msg: Any) -> np.ndarray:
@@ -114,28 +121,57 @@ def _yuv422_to_rgb(pixels: np.ndarray, uyvy: bool) -> np.ndarray:
     return (np.clip(np.stack([r, g, b], axis=2), 0, 255) + 0.5).astype(np.uint8)
 
 
+MAX_PIXELS = 1 << 26
+"""Largest compressed frame decoded (67 MP, above any camera): a forged header cannot make the
+decoder allocate gigabytes. Raw frames need no such limit: their declared size must match data
+that has already arrived."""
+
+
+def _open_compressed(msg: Any) -> PILImage.Image:
+    """Read only the header: the codec from the content, and a size worth decoding."""
+    data = bytes(msg.data)
+    if not data:
+        raise InputError('empty_image', 'compressed frame has no data')
+    try:
+        with warnings.catch_warnings():  # Pillow warns from 89 MP; MAX_PIXELS rejects those.
+            warnings.simplefilter('ignore', PILImage.DecompressionBombWarning)
+            image = PILImage.open(io.BytesIO(data))
+    except PILImage.DecompressionBombError as exc:
+        raise InputError('too_large', f'compressed frame: {exc}') from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError('corrupt_compressed', f'cannot decode ({msg.format!r}): {exc}') from exc
+    if image.format not in ('JPEG', 'PNG'):
+        raise InputError('unknown_format', f'{image.format} is not JPEG or PNG')
+    width, height = image.size
+    if width * height == 0:
+        raise InputError('empty_image', f'compressed frame is {height}x{width}')
+    if width * height > MAX_PIXELS:
+        raise InputError('too_large', f'compressed frame declares {height}x{width} pixels')
+    return image
+
+
+def check_compressed(msg: Any) -> None:
+    """Raise ``InputError`` for a compressed frame not worth decoding; cheap (header only)."""
+    _open_compressed(msg).close()
+
+
 def compressed_to_rgb(msg: Any) -> np.ndarray:
     """JPEG or PNG ``sensor_msgs/CompressedImage`` -> uint8 RGB ``(H, W, 3)``.
 
     The content decides the codec (``format`` strings vary between transports); 16-bit PNGs
     keep their top 8 bits like mono16.
     """
-    data = bytes(msg.data)
-    if not data:
-        raise InputError('empty_image', 'compressed frame has no data')
-    try:
-        with PILImage.open(io.BytesIO(data)) as image:
-            if image.format not in ('JPEG', 'PNG'):
-                raise InputError('unknown_format', f'{image.format} is not JPEG or PNG')
+    with _open_compressed(msg) as image:
+        try:
             image.load()
             if image.mode.startswith('I'):
                 gray = (np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8)
                 return np.repeat(gray[..., None], 3, axis=2)
             return np.asarray(image.convert('RGB'))
-    except InputError:
-        raise
-    except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as exc:
-        raise InputError('corrupt_compressed', f'cannot decode ({msg.format!r}): {exc}') from exc
+        except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as exc:
+            raise InputError(
+                'corrupt_compressed', f'cannot decode ({msg.format!r}): {exc}'
+            ) from exc
 
 
 def image_fields(array: np.ndarray, encoding: str) -> dict[str, Any]:
