@@ -15,7 +15,12 @@ import torch
 from flowclas_ros.core.backbones.dinov2 import build_dinov2, save_official
 from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.engines import build_engine
-from flowclas_ros.core.engines.tensorrt import cached_engine, engine_key, mismatched
+from flowclas_ros.core.engines.tensorrt import (
+    cached_engine,
+    engine_key,
+    mismatched,
+    store_engine,
+)
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES, export_onnx, model_fingerprint
 from flowclas_ros.core.inference import Detector
@@ -95,6 +100,11 @@ def test_detector_backends_agree_and_the_graph_is_cached(default_dir, tmp_path):
     )
     assert len(list(cache.glob('*.onnx'))) == 2  # one graph per network size
 
+    graph.write_bytes(graph.read_bytes()[:5000])  # a cached graph cut short
+    with pytest.warns(UserWarning, match='cannot be loaded.*exporting it again'):
+        repaired = Detector.load(default_dir, backend='onnxruntime', cache_dir=cache)(frame)
+    np.testing.assert_allclose(repaired, torch_scores, atol=1e-5)
+
 
 def test_fingerprint_follows_the_weights(default_dir, tmp_path):
     other = tmp_path / 'other'
@@ -171,9 +181,14 @@ def test_tensorrt_cache_keys_and_decisions(tmp_path):
     assert key['compute_capability'] == '9.0'
     engine = tmp_path / 'g_fp16.engine'
     assert cached_engine(engine, key, 'fail') is None  # nothing cached yet
-    engine.write_bytes(b'serialized engine')
-    engine.with_suffix('.json').write_text(json.dumps(key))
+    store_engine(engine, b'serialized engine', key)
     assert cached_engine(engine, key, 'fail') == b'serialized engine'
+    engine.write_bytes(b'serialized')  # cut short after it was built
+    with pytest.warns(UserWarning, match='is damaged'):
+        assert cached_engine(engine, key, 'rebuild') is None
+    with pytest.raises(ModelFileError, match='is damaged'):
+        cached_engine(engine, key, 'fail')
+    store_engine(engine, b'serialized engine', key)
 
     other_gpu = key | {'gpu': 'Orin', 'compute_capability': '8.7'}
     assert mismatched(other_gpu, key) == [

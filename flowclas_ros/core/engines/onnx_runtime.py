@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+import warnings
 
 import numpy as np
 import torch
 
 from flowclas_ros.core.engines.base import Engine, ExportedGraphs
-from flowclas_ros.core.errors import ConfigError
+from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES
 from flowclas_ros.core.model import FlowClasModel
 
@@ -48,14 +49,30 @@ class OnnxRuntimeEngine(Engine):
             self.providers = ['CPUExecutionProvider']
         self._sessions: dict[tuple[int, int], object] = {}
 
+    def _open(self, path: Path):  # noqa: ANN202 - onnxruntime.InferenceSession
+        options = self._ort.SessionOptions()
+        options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return self._ort.InferenceSession(str(path), options, providers=self.providers)
+
     def _session(self, size: tuple[int, int]):  # noqa: ANN202 - onnxruntime.InferenceSession
         if size not in self._sessions:
-            options = self._ort.SessionOptions()
-            options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            path = str(self.graphs.path(size))
-            self._sessions[size] = self._ort.InferenceSession(
-                path, options, providers=self.providers
-            )
+            path = self.graphs.path(size)
+            try:
+                session = self._open(path)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+                # A cached graph cut short (a full disk, a copy interrupted): export it again.
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                warnings.warn(
+                    f'cached graph {path} cannot be loaded ({reason}); exporting it again',
+                    stacklevel=2,
+                )
+                path.unlink(missing_ok=True)
+                path = self.graphs.path(size)
+                try:
+                    session = self._open(path)
+                except Exception as again:  # noqa: BLE001
+                    raise ModelFileError(f'onnxruntime cannot load {path}: {again}') from again
+            self._sessions[size] = session
         return self._sessions[size]
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

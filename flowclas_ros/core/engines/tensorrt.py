@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+import warnings
 
 import torch
 
 from flowclas_ros.core.engines.base import Engine, ExportedGraphs
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES
-from flowclas_ros.core.jsonio import write_json
+from flowclas_ros.core.jsonio import write_atomic, write_json
 from flowclas_ros.core.model import FlowClasModel
 
 PRECISIONS = ('fp32', 'fp16')
@@ -51,8 +52,20 @@ def mismatched(expected: dict[str, str], found: dict[str, str]) -> list[str]:
     ]
 
 
+def store_engine(path: Path, blob: bytes, key: dict[str, str]) -> None:
+    """Write an engine and its key (with the engine's own hash), each atomically."""
+    write_atomic(path, blob)
+    write_json(
+        path.with_suffix('.json'), key | {'engine_sha256': hashlib.sha256(blob).hexdigest()}
+    )
+
+
 def cached_engine(path: Path, expected: dict[str, str], on_mismatch: str) -> bytes | None:
-    """The cached engine's bytes when its key matches; None when it must be (re)built."""
+    """The cached engine's bytes when its key matches; None when it must be (re)built.
+
+    An engine whose bytes do not match the hash recorded when it was built (cut short by a full
+    disk, say) is rebuilt with a warning, or refused when ``on_mismatch`` is ``fail``.
+    """
     meta = path.with_suffix('.json')
     if not path.is_file() or not meta.is_file():
         return None
@@ -61,13 +74,18 @@ def cached_engine(path: Path, expected: dict[str, str], on_mismatch: str) -> byt
     except (OSError, ValueError):
         found = {}
     differ = mismatched(expected, found)
+    problem = f'was built for something else ({"; ".join(differ)})'
     if not differ:
-        return path.read_bytes()
+        blob = path.read_bytes()
+        if hashlib.sha256(blob).hexdigest() == found.get('engine_sha256'):
+            return blob
+        problem = 'is damaged (its bytes do not match the hash recorded at build time)'
     if on_mismatch == 'fail':
         raise ModelFileError(
-            f'cached TensorRT engine {path} was built for something else ({"; ".join(differ)}); '
-            'delete it or allow a rebuild'
+            f'cached TensorRT engine {path} {problem}; delete it or allow a rebuild'
         )
+    if not differ:
+        warnings.warn(f'cached TensorRT engine {path} {problem}; rebuilding it', stacklevel=2)
     return None
 
 
@@ -135,8 +153,7 @@ class TensorRTEngine(Engine):
             blob = cached_engine(path, expected, self.on_mismatch)
             if blob is None:
                 blob = self._build(onnx_path)
-                path.write_bytes(blob)
-                write_json(path.with_suffix('.json'), expected)
+                store_engine(path, blob, expected)
             engine = self._trt.Runtime(self._logger).deserialize_cuda_engine(blob)
             if engine is None:
                 raise ModelFileError(f'TensorRT could not load {path}; delete it to rebuild')
