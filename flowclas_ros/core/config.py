@@ -182,6 +182,9 @@ class ModelConfig:
     score_smoothing: float = 1.0
     calibration: Calibration = field(default_factory=Calibration)
     feature_channels: int = 0
+    # SHA-256 of flow.safetensors as written with this file: a reader can tell a matching pair
+    # from a mix of two models (read while one replaced the other) or a damaged weight file.
+    weights_sha256: str = ''
     version: int = 2
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+import time
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -17,6 +20,7 @@ from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.data.images import SIZE_POLICIES
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.flow import Flow
+from flowclas_ros.core.jsonio import write_atomic
 from flowclas_ros.core.scoring import smooth
 
 CONFIG_FILE = 'config.json'
@@ -129,14 +133,38 @@ def load_trained_state(model: FlowClasModel, state: dict[str, torch.Tensor]) -> 
 
 
 def save_model(model: FlowClasModel, directory: str | Path) -> None:
-    """Write ``config.json`` and the trained weights."""
+    """Write the trained weights, then ``config.json`` with their hash; each atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = trained_state(model)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in state.items()}, directory / WEIGHTS_FILE
-    )
+    state = {k: v.detach().cpu().contiguous() for k, v in trained_state(model).items()}
+    data = save_safetensors(state)
+    write_atomic(directory / WEIGHTS_FILE, data)
+    model.config.weights_sha256 = hashlib.sha256(data).hexdigest()
     model.config.save(directory / CONFIG_FILE)
+
+
+def _read_pair(directory: Path) -> tuple[ModelConfig, bytes]:
+    """``config.json`` and the weights that belong to it.
+
+    A model directory is replaced whole, but a reader that opens its two files one after the
+    other can straddle the swap; the recorded hash catches that, and the pair is read again.
+    """
+    path = directory / WEIGHTS_FILE
+    for _ in range(3):
+        config = ModelConfig.load(directory / CONFIG_FILE)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelFileError(f'weights not found: {path}') from None
+        except OSError as exc:
+            raise ModelFileError(f'cannot read {path}: {exc}') from exc
+        if not config.weights_sha256 or hashlib.sha256(data).hexdigest() == config.weights_sha256:
+            return config, data
+        time.sleep(0.2)
+    raise ModelFileError(
+        f'{path} is not the file {CONFIG_FILE} was saved with (SHA-256 differs): the weights '
+        'are damaged or from another model'
+    )
 
 
 def load_model(
@@ -152,15 +180,13 @@ def load_model(
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelFileError(f'model directory not found: {directory}')
-    config = ModelConfig.load(directory / CONFIG_FILE)
+    config, data = _read_pair(directory)
     if backbone_weights is not None:
         config.backbone.weights = backbone_weights
     model = build_model(config)
     path = directory / WEIGHTS_FILE
-    if not path.is_file():
-        raise ModelFileError(f'weights not found: {path}')
     try:
-        state = load_file(path)
+        state = load_safetensors(data)
     except (SafetensorError, OSError) as exc:
         raise ModelFileError(f'cannot read {path}: {exc}') from exc
     own = trained_state(model)

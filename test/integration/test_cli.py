@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 from PIL import Image
@@ -14,6 +16,7 @@ import torch
 
 from flowclas_ros.core.backbones.dinov2 import build_dinov2, save_official
 from flowclas_ros.core.data.synthetic import make_surface_dataset
+from flowclas_ros.core.errors import ModelFileError
 
 SIZE = ['64', '64']
 
@@ -315,3 +318,51 @@ def test_config_values_of_the_wrong_type_name_the_key(data, tmp_path, key, value
     r = run('eval', '--model', str(model), '--data', str(data / 'test'))
     name = f'{key}.steps' if key == 'flow' else key
     _assert_one_line_error(r, repr(name), 'wrong type')
+
+
+def test_a_killed_run_keeps_the_old_model_and_readers_never_see_a_mix(data, tmp_path):
+    """SIGKILL a training run that replaces a model, at several moments; load all along."""
+    from flowclas_ros.core.model import load_model, trained_state
+
+    model = tmp_path / 'model'
+    base = ('train', '--images', str(data / 'train' / 'images'), '--out', str(model))
+    quick = ('--epochs', '2', '--input-size', *SIZE, '--quiet')
+    assert run(*base, *quick).returncode == 0
+
+    def fingerprint() -> tuple:
+        loaded = load_model(model)
+        weights = torch.cat([v.flatten() for v in trained_state(loaded).values()])
+        return loaded.config.train.seed, float(weights.double().sum())
+
+    old = fingerprint()
+    seen, errors, stop = [], [], threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(fingerprint())
+            except ModelFileError as exc:  # allowed: "not found" while the folders swap
+                errors.append(str(exc))
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        command = [sys.executable, '-m', 'flowclas_ros.cli.train', *base[1:], *quick]
+        for delay in (0.5, 2.0, 4.0):
+            flags = ['--resume'] if (tmp_path / '.model.partial').exists() else ['--overwrite']
+            proc = subprocess.Popen([*command, '--seed', '1', *flags])
+            time.sleep(delay)
+            proc.kill()
+            proc.wait()
+            if proc.returncode != 0:  # killed before the end: the old model, untouched
+                assert fingerprint() == old
+        r = run(*base, *quick, '--seed', '1', '--resume')
+        assert r.returncode == 0, r.stderr
+    finally:
+        stop.set()
+        thread.join()
+    new = fingerprint()
+    assert new != old
+    assert {s for s in seen if s is not None} <= {old, new}
+    assert old in seen
+    assert all('not found' in e for e in errors), errors
