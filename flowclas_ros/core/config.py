@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 import json
+import math
 from pathlib import Path
 import types
 import typing
@@ -202,7 +203,29 @@ class ModelConfig:
         # Version 1 models resized every frame to input_size.
         if isinstance(version, int) and version < 2 and 'size_policy' not in data:
             checked['size_policy'] = 'fixed'
-        return cls(**checked)
+        config = cls(**checked)
+        config._check_values()
+        return config
+
+    def _check_values(self) -> None:
+        """Values a model cannot be rebuilt with, named by key (types are checked on load)."""
+        c = self.calibration
+        rules = [
+            ('version', self.version <= ModelConfig.version, 'is from a newer flowclas_ros'),
+            ('input_size', len(self.input_size) == 2 and min(self.input_size) > 0,
+             'must be two positive integers [H, W]'),
+            ('flow.steps', self.flow.steps >= 1, 'must be at least 1'),
+            ('flow.hidden_ratio', self.flow.hidden_ratio > 0, 'must be positive'),
+            ('flow.clamp', self.flow.clamp > 0, 'must be positive'),
+            ('score_smoothing', self.score_smoothing >= 0, 'must be >= 0'),
+            ('feature_channels', self.feature_channels >= 0, 'must be >= 0'),
+            ('calibration.width', math.isfinite(c.width) and c.width > 0,
+             'must be a positive number'),
+            ('calibration.center', math.isfinite(c.center), 'must be a number'),
+        ]  # fmt: skip
+        for key, ok, problem in rules:
+            if not ok:
+                raise ConfigError(f'model config key {key!r} {problem}')
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())

@@ -4,6 +4,7 @@
 
 import json
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 import threading
@@ -301,23 +302,38 @@ def test_tiny_training_sets_warn_or_are_refused(data, tmp_path):
     assert not (tmp_path / 'm1').exists()
 
 
-@pytest.mark.parametrize(
-    ('key', 'value'), [('backbone', 3), ('input_size', 'big'), ('flow', {'steps': '4'})]
-)
-def test_config_values_of_the_wrong_type_name_the_key(data, tmp_path, key, value):
-    model = tmp_path / 'model'
+@pytest.fixture(scope='module')
+def trained(data, tmp_path_factory) -> Path:
+    model = tmp_path_factory.mktemp('trained') / 'model'
     r = run(
         'train',
         *('--images', str(data / 'train' / 'images'), '--out', str(model)),
         *('--epochs', '1', '--input-size', *SIZE, '--quiet'),
     )
     assert r.returncode == 0, r.stderr
+    return model
+
+
+@pytest.mark.parametrize(
+    ('key', 'value', 'named', 'problem'),
+    [
+        ('backbone', 3, 'backbone', 'wrong type'),
+        ('input_size', 'big', 'input_size', 'wrong type'),
+        ('flow', {'steps': '4'}, 'flow.steps', 'wrong type'),
+        ('input_size', [0, 64], 'input_size', 'two positive integers'),
+        ('flow', {'steps': 0}, 'flow.steps', 'at least 1'),
+        ('version', 99, 'version', 'newer flowclas_ros'),
+        ('calibration', {'center': 0.0, 'width': -1.0}, 'calibration.width', 'positive'),
+    ],
+)
+def test_bad_config_values_name_the_key(data, trained, tmp_path, key, value, named, problem):
+    model = tmp_path / 'model'
+    shutil.copytree(trained, model)
     config = json.loads((model / 'config.json').read_text())
     config[key] = value
     (model / 'config.json').write_text(json.dumps(config))
     r = run('eval', '--model', str(model), '--data', str(data / 'test'))
-    name = f'{key}.steps' if key == 'flow' else key
-    _assert_one_line_error(r, repr(name), 'wrong type')
+    _assert_one_line_error(r, repr(named), problem)
 
 
 def test_a_killed_run_keeps_the_old_model_and_readers_never_see_a_mix(data, tmp_path):
