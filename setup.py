@@ -69,7 +69,7 @@ setup(
             'flowclas-bench = flowclas_ros.cli.bench:main',
             'flowclas-make-bag = flowclas_ros.cli.make_bag:main',
             'flowclas-weights = flowclas_ros.cli.weights:main',
-            'flowclas-replay = flowclas_ros.ros.replay:main',
+            'flowclas-replay = flowclas_ros.cli.replay:main',
             'flowclas_node = flowclas_ros.ros.node:main',
         ],
     },

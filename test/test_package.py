@@ -219,6 +219,40 @@ def test_core_has_no_ros_import_statically():
     assert not bad, f'{PACKAGE}.core must not import ROS or {PACKAGE}.ros:\n' + '\n'.join(bad)
 
 
+def _unit(module: str) -> str:
+    """The layer unit a module belongs to: a core package or top-level core module, or a layer."""
+    parts = module.split('.')
+    return '.'.join(parts[:3]) if parts[1:2] == ['core'] else '.'.join(parts[:2])
+
+
+def test_layers_go_one_way_and_core_packages_have_no_cycle():
+    edges: dict[str, set[str]] = {}
+    for path in _python_files(PACKAGE):
+        rel = path.relative_to(ROOT).with_suffix('')
+        module = '.'.join(p for p in rel.parts if p != '__init__')
+        for _, target in _imports(path):
+            if target.startswith(f'{PACKAGE}.') and _unit(target) != _unit(module):
+                edges.setdefault(_unit(module), set()).add(_unit(target))
+    order = {f'{PACKAGE}.core': 0, f'{PACKAGE}.ros': 1, f'{PACKAGE}.cli': 2}
+
+    def layer(unit: str) -> int:
+        return order.get('.'.join(unit.split('.')[:2]), 3)
+
+    upward = [f'{a} -> {b}' for a, bs in edges.items() for b in bs if layer(b) > layer(a)]
+    assert not upward, 'imports against the layers (core < ros < cli):\n' + '\n'.join(upward)
+
+    # A cycle among core units shows as a unit reachable from itself.
+    core = {a: {b for b in bs if layer(b) == 0} for a, bs in edges.items() if layer(a) == 0}
+    for start in core:
+        seen, todo = set(), list(core[start])
+        while todo:
+            unit = todo.pop()
+            assert unit != start, f'import cycle through {start}'
+            if unit not in seen:
+                seen.add(unit)
+                todo.extend(core.get(unit, ()))
+
+
 # --- (d) package.xml, setup.py and setup.cfg agree; entry points exist ----------------------
 
 

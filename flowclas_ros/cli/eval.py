@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from flowclas_ros.cli.common import add_model_args, load_model_arg, run_tool
 from flowclas_ros.core.jsonio import write_json
-from flowclas_ros.core.thresholds.masks import MASK_MODES, NFA_NULLS, MaskRule
+from flowclas_ros.core.masks import MASK_MODES, NFA_NULLS, MaskRule
+
+if TYPE_CHECKING:
+    from flowclas_ros.core.data.bags import BagWriter
+    from flowclas_ros.core.data.frames import Frame
 
 
 def parser() -> argparse.ArgumentParser:
@@ -100,10 +107,10 @@ def _check(args: argparse.Namespace) -> None:
 
 def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
     """Score the bag, write the output bag; returns the evaluation (None without truth)."""
-    from flowclas_ros.core.data.bags import BagFrames, BagWriter, write_outputs
+    from flowclas_ros.core.data.bags import BagFrames, BagWriter
     from flowclas_ros.core.evaluate import evaluate
     from flowclas_ros.core.inference import Detector
-    from flowclas_ros.core.thresholds.masks import require
+    from flowclas_ros.core.masks import require
 
     frames = BagFrames(args.bag, args.topic, args.masks, args.mask_topic)
     model = load_model_arg(args)
@@ -117,7 +124,7 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
         def emit(frame, calibrated, norms) -> None:
             nonlocal written
             mask = detector.mask(calibrated, norms, rule)
-            write_outputs(writer, args.prefix, frame, calibrated, mask)
+            _write_outputs(writer, args.prefix, frame, calibrated, mask)
             written += 1
 
         if args.masks or args.mask_topic:
@@ -134,6 +141,26 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
                 emit(frame, *detector.detect(frame.rgb, rule.mode == 'nfa'))
     info = {'out_bag': str(out_bag), 'frames_written': written, 'rejected': frames.rejected}
     return evaluation, info
+
+
+def _write_outputs(
+    writer: BagWriter,
+    prefix: str,
+    frame: Frame,
+    calibrated: np.ndarray,
+    mask: np.ndarray,
+) -> None:
+    """``prefix``/score, /heatmap and /mask (uint8 0/255) of one frame, as the node publishes.
+
+    They carry the input's header and bag time.
+    """
+    prefix = prefix.rstrip('/')
+    stamp = {'stamp_ns': frame.stamp_ns, 'frame_id': frame.frame_id, 'log_ns': frame.log_ns}
+    writer.write_image(f'{prefix}/score', calibrated.astype(np.float32), '32FC1', **stamp)
+    from flowclas_ros.core.visualize import heatmap
+
+    writer.write_image(f'{prefix}/heatmap', heatmap(calibrated), 'rgb8', **stamp)
+    writer.write_image(f'{prefix}/mask', mask, 'mono8', **stamp)
 
 
 def main(argv: list[str] | None = None) -> int:

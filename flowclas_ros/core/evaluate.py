@@ -23,16 +23,16 @@ from flowclas_ros.core.config import Calibration
 from flowclas_ros.core.data.frames import Frame, FrameSource
 from flowclas_ros.core.errors import DataError
 from flowclas_ros.core.inference import Detector
-from flowclas_ros.core.metrics import AuproMetric, PixelMetrics
-from flowclas_ros.core.model import FlowClasModel, upsample
-from flowclas_ros.core.scoring import calibrate, uncalibrate
-from flowclas_ros.core.thresholds.masks import (
+from flowclas_ros.core.masks import (
     MaskRule,
     anomaly_mask,
     missing,
     require,
     rule_name,
 )
+from flowclas_ros.core.metrics import AuproMetric, PixelMetrics
+from flowclas_ros.core.model import FlowClasModel, upsample
+from flowclas_ros.core.scoring import calibrate, uncalibrate
 from flowclas_ros.core.visualize import heatmap, overlay
 
 BINS = 20000

@@ -18,9 +18,9 @@ from flowclas_ros.core.data.images import SIZE_POLICIES as NETWORK_POLICIES
 from flowclas_ros.core.data.images import network_size, to_batch
 from flowclas_ros.core.engines import Engine, build_engine
 from flowclas_ros.core.errors import ConfigError, InputError
+from flowclas_ros.core.masks import MaskRule, anomaly_mask
 from flowclas_ros.core.model import FlowClasModel, load_model, upsample
 from flowclas_ros.core.scoring import calibrate
-from flowclas_ros.core.thresholds.masks import MaskRule, anomaly_mask
 
 # 'model': the policy the model was trained with (its config's size_policy).
 SIZE_POLICIES = ('model', *NETWORK_POLICIES)
@@ -109,7 +109,7 @@ class Detector:
         return out, self.host_norms(norms) if with_norms else None
 
     def mask(self, scores: np.ndarray, norms: np.ndarray | None, rule: MaskRule) -> np.ndarray:
-        """uint8 mask (0 or 255) of calibrated ``scores`` by ``rule``; see ``thresholds.masks``."""
+        """uint8 mask (0 or 255) of calibrated ``scores`` by ``rule``; see ``masks``."""
         return anomaly_mask(
             scores, norms, rule, self.model.config.calibration, self.model.channels
         )

@@ -37,8 +37,6 @@ def pixel_contrastive(
     labels: torch.Tensor,
     temperature: float = 0.1,
     samples_per_set: int = 512,
-    extra_outliers: torch.Tensor | None = None,
-    extra_labels: torch.Tensor | None = None,
     gen: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Supervised InfoNCE over patch embeddings: inliers against pseudo-outliers.
@@ -52,8 +50,6 @@ def pixel_contrastive(
         labels: ``(B, h, w)`` 0 inlier, 1 pseudo-outlier, 255 void.
         temperature: softmax temperature.
         samples_per_set: at most this many patches per set, so the cost is bounded.
-        extra_outliers: optional ``(B2, D, h, w)`` embeddings of whole outlier images.
-        extra_labels: their labels; only their outlier patches are used (as candidates).
         gen: random generator for sampling.
     """
     # Channels-last before flattening, so each row is one patch's embedding.
@@ -65,15 +61,9 @@ def pixel_contrastive(
         return embeddings.sum() * 0
     anchors = torch.cat([inl, out])
     anchor_label = torch.cat([inl.new_zeros(len(inl)), inl.new_ones(len(out))])
-    cand, cand_label = anchors, anchor_label
-    if extra_outliers is not None and extra_labels is not None:
-        ext = extra_outliers.permute(0, 2, 3, 1).reshape(-1, extra_outliers.shape[1])
-        ext = _sample(ext, extra_labels.reshape(-1) == 1, samples_per_set, gen)
-        cand = torch.cat([cand, ext])
-        cand_label = torch.cat([cand_label, ext.new_ones(len(ext))])
-    logits = anchors @ cand.T / temperature
+    logits = anchors @ anchors.T / temperature
     logits = logits - logits.max(dim=1, keepdim=True).values.detach()
-    same = anchor_label[:, None] == cand_label[None, :]
+    same = anchor_label[:, None] == anchor_label[None, :]
     positive = same.clone()
     positive[torch.arange(len(anchors)), torch.arange(len(anchors))] = False
     exp = logits.exp()

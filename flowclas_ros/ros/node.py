@@ -38,7 +38,7 @@ from flowclas_ros.core.data.imagemsg import (
 from flowclas_ros.core.device import resolve_device
 from flowclas_ros.core.errors import ConfigError, FlowclasError, InputError
 from flowclas_ros.core.inference import Detector
-from flowclas_ros.core.thresholds.masks import MaskRule
+from flowclas_ros.core.masks import MaskRule
 from flowclas_ros.core.visualize import heatmap, overlay
 from flowclas_ros.ros.conversions import array_to_image, scaled_camera_info
 from flowclas_ros.ros.diagnostics import ERROR, STALE, WARN, CameraStats, Limits

@@ -16,7 +16,7 @@ from flowclas_ros.core.engines import BACKENDS
 from flowclas_ros.core.engines.pytorch import COMPILE_MODES, PRECISIONS
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.inference import SIZE_POLICIES
-from flowclas_ros.core.thresholds.masks import MaskRule
+from flowclas_ros.core.masks import MaskRule
 
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('reliable', 'best_effort')
@@ -157,5 +157,4 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     return value
 
 
-DEFAULTS = NodeParams()
 PARAMS = {f.name: f.metadata for f in fields(NodeParams)}

@@ -4,12 +4,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+import shutil
+
 import numpy as np
 from PIL import Image as PILImage
 import torch
 
 from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.data.images import to_batch
+from flowclas_ros.core.data.synthetic import make_surface_dataset
 from flowclas_ros.core.model import build_model, save_model
 from flowclas_ros.core.scoring import fit_calibration
 
@@ -39,3 +43,22 @@ def make_model(path, size, standardize=False):
     model.config.calibration = fit_calibration(raw.numpy(), norms.numpy())
     save_model(model, path)
     return path
+
+
+def labelled_split(root, per_class=4):
+    """A labelled split (``images/``, ``masks/``): synthetic surfaces with scratches, stains
+    and none, in two sizes, half PNG and half JPEG, so bags carry both codecs."""
+    root = Path(root)
+    split = root / 'split'
+    for sub in ('images', 'masks'):
+        (split / sub).mkdir(parents=True)
+    for seed, (tag, size) in enumerate((('a', (64, 80)), ('b', (48, 96)))):
+        source = make_surface_dataset(root / tag, 0, per_class, size, seed) / 'test'
+        for image in sorted((source / 'images').iterdir()):
+            stem = image.stem.replace('_', f'_{tag}', 1)
+            if tag == 'a':
+                shutil.copy(image, split / 'images' / image.name.replace(image.stem, stem))
+            else:
+                PILImage.open(image).save(split / 'images' / f'{stem}.jpg', quality=90)
+            shutil.copy(source / 'masks' / f'{image.stem}.png', split / 'masks' / f'{stem}.png')
+    return split

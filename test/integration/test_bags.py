@@ -1,6 +1,6 @@
 # Copyright 2026 The flowclas_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Bag tools on real bags: Magnetic-Tile val as rosbag2 (raw and compressed, sqlite3 and MCAP).
+"""Bag tools on real bags: a labelled split as rosbag2 (raw and compressed, sqlite3 and MCAP).
 
 The bag path must give exactly the folder path's metrics: same pixels (compressed bags carry
 the original JPEG bytes), same model, same evaluation code.
@@ -11,7 +11,7 @@ from pathlib import Path
 import subprocess
 import sys
 
-from models import make_model
+from models import labelled_split, make_model
 import numpy as np
 import pytest
 
@@ -22,7 +22,6 @@ from flowclas_ros.core.data.synthetic import make_surface_dataset
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.model import load_model
 
-VAL = Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'magnetic_tile' / 'val'
 POOLED = ('ap', 'auroc', 'fpr95', 'aupro', 'n_images', 'n_pos_pixels', 'n_neg_pixels')
 
 
@@ -44,25 +43,30 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def folder_metrics(model, tmp_path_factory):
-    if not VAL.is_dir():
-        pytest.fail(f'{VAL} is missing: CI runs with ../shared beside the repository')
+def split(tmp_path_factory) -> Path:
+    return labelled_split(tmp_path_factory.mktemp('split'), per_class=8)
+
+
+@pytest.fixture(scope='module')
+def folder_metrics(model, split, tmp_path_factory):
     out = tmp_path_factory.mktemp('folder') / 'm.json'
-    return evaluate('--model', str(model), '--data', str(VAL), json_path=out)
+    return evaluate('--model', str(model), '--data', str(split), json_path=out)
 
 
 @pytest.mark.parametrize(
     ('compressed', 'storage'), [(False, 'sqlite3'), (True, 'mcap'), (True, 'sqlite3')]
 )
-def test_bag_metrics_equal_folder_metrics(model, folder_metrics, tmp_path, compressed, storage):
+def test_bag_metrics_equal_folder_metrics(
+    model, split, folder_metrics, tmp_path, compressed, storage
+):
     bag = tmp_path / 'val_bag'
-    n = write_sample_bag(VAL, bag, compressed=compressed, storage=storage)
-    assert n == folder_metrics['n_images'] == 298
+    n = write_sample_bag(split, bag, compressed=compressed, storage=storage)
+    assert n == folder_metrics['n_images'] == 48
     topic = '/camera/image_raw' + ('/compressed' if compressed else '')
     out_bag = tmp_path / 'out'
     by_order = evaluate(
         *('--model', str(model), '--bag', str(bag), '--topic', topic),
-        *('--masks', str(VAL / 'masks'), '--out-bag', str(out_bag), '--storage', storage),
+        *('--masks', str(split / 'masks'), '--out-bag', str(out_bag), '--storage', storage),
         json_path=tmp_path / 'order.json',
     )
     for key in POOLED:
@@ -79,7 +83,7 @@ def test_bag_metrics_equal_folder_metrics(model, folder_metrics, tmp_path, compr
         assert [m.stamp_ns for m in read_images(out_bag, f'/anomaly/{name}')] == stamps
     first = next(read_images(out_bag, '/anomaly/score'))
     detector = Detector(load_model(model))
-    expected = detector(read_rgb(sorted((VAL / 'images').iterdir())[0]))
+    expected = detector(read_rgb(sorted((split / 'images').iterdir())[0]))
     score = np.frombuffer(first.msg.data, '<f4').reshape(expected.shape)
     np.testing.assert_allclose(score, expected, atol=1e-5)
 
@@ -120,15 +124,15 @@ def test_corrupt_frames_are_counted_and_skipped(model, surface, tmp_path):
     assert len(list(read_images(Path(f'{bag}_anomaly'), '/anomaly/mask'))) == 2
 
 
-def test_bag_errors_are_one_line(model, tmp_path):
+def test_bag_errors_are_one_line(model, split, tmp_path):
     bag = tmp_path / 'b'
-    write_sample_bag(VAL, bag, limit=2)
+    write_sample_bag(split, bag, limit=2)
     cases = [
         (['--bag', str(tmp_path / 'nope'), '--topic', '/x'], 'does not exist'),
         (['--bag', str(bag), '--topic', '/x'], 'image topics: /camera/image_raw, /camera/truth'),
         (
-            ['--bag', str(bag), '--topic', '/camera/image_raw', '--masks', str(VAL / 'masks')],
-            '298 masks',
+            ['--bag', str(bag), '--topic', '/camera/image_raw', '--masks', str(split / 'masks')],
+            '48 masks',
         ),
         (['--bag', str(bag)], 'needs one of --topic'),
     ]

@@ -201,7 +201,7 @@ def _iou_by_hand(model_dir: Path, split: Path, rule) -> tuple[float, float]:
 
 
 def test_eval_measures_every_mask_rule_and_calibrate_refits(data, tmp_path):
-    from flowclas_ros.core.thresholds.masks import MaskRule
+    from flowclas_ros.core.masks import MaskRule
 
     model = tmp_path / 'model'
     r = run(

@@ -86,7 +86,7 @@ def test_replay_into_the_node_counts_every_malformed_frame(fuzz_bag, transport, 
         wait_for(lambda: client.diagnostics(status), 60, 'the node')
         scores = client.subscribe('/fz/anomaly/score', Image)
         r = _run(
-            'flowclas_ros.ros.replay', str(bag), '--topics', topic, '--wait-subscribers', '30',
+            'flowclas_ros.cli.replay', str(bag), '--topics', topic, '--wait-subscribers', '30',
             timeout=120,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr

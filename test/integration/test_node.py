@@ -19,7 +19,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from flowclas_ros.core.data.imagemsg import compressed_to_rgb, image_to_rgb
 from flowclas_ros.core.data.malformed import fuzz_stream
 from flowclas_ros.core.inference import Detector
-from flowclas_ros.core.thresholds.masks import MaskRule
+from flowclas_ros.core.masks import MaskRule
 
 pytestmark = pytest.mark.ros
 OK, WARN, ERROR, STALE = 0, 1, 2, 3

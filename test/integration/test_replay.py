@@ -8,15 +8,14 @@ from pathlib import Path
 import subprocess
 import sys
 
-from models import make_model
+from models import labelled_split, make_model
 import numpy as np
 import pytest
 from rosnode import ENV, NodeProcess
 
 from flowclas_ros.core.data.bags import BagWriter, read_images, read_raw, write_sample_bag
 
-VAL = Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'magnetic_tile' / 'val'
-CLASSES = ('blowhole', 'break', 'crack', 'fray', 'uneven', 'free')
+pytestmark = pytest.mark.ros
 
 
 def run(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -37,15 +36,8 @@ def metrics(tmp_path: Path, name: str, *args: str) -> dict:
 
 
 def test_replayed_bag_through_the_live_node_matches_offline(tmp_path):
-    # Four frames of every class, so both normal and anomalous pixels are there.
-    split = tmp_path / 'split'
-    for sub in ('images', 'masks'):
-        (split / sub).mkdir(parents=True)
-    for cls in CLASSES:
-        for image in sorted((VAL / 'images').glob(f'{cls}_*'))[:4]:
-            (split / 'images' / image.name).symlink_to(image)
-            mask = VAL / 'masks' / f'{image.stem}.png'
-            (split / 'masks' / mask.name).symlink_to(mask)
+    # Four frames of each class in two sizes: normal and anomalous pixels, PNG and JPEG.
+    split = labelled_split(tmp_path, per_class=4)
     bag = tmp_path / 'run'
     n = write_sample_bag(split, bag, topic='/rover/image', truth_topic='/rover/truth', fps=5)
     assert n == 24
@@ -61,7 +53,7 @@ def test_replayed_bag_through_the_live_node_matches_offline(tmp_path):
     recorded = tmp_path / 'recorded'
     try:
         r = run(
-            'flowclas_ros.ros.replay',
+            'flowclas_ros.cli.replay',
             *(str(bag), '--wait-subscribers', '60', '--idle', '20'),
             *(
                 '--record',
@@ -154,7 +146,7 @@ def test_replay_skips_and_counts_messages_that_cannot_be_deserialized(tmp_path, 
     # The replay node records its own publications: ROS 1 data arrives as valid ROS 2 CDR.
     recorded = tmp_path / 'recorded'
     r = run(
-        'flowclas_ros.ros.replay',
+        'flowclas_ros.cli.replay',
         *(str(bag), '--wait-subscribers', '10', '--idle', '5'),
         *('--record', str(recorded), '--record-topics', '/cam'),
         timeout=60,

@@ -35,7 +35,6 @@ from flowclas_ros.core.data.images import (
     read_rgb,
 )
 from flowclas_ros.core.errors import DataError, InputError
-from flowclas_ros.core.visualize import heatmap
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
@@ -309,24 +308,6 @@ class BagWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def write_outputs(
-    writer: BagWriter,
-    prefix: str,
-    frame: Frame,
-    calibrated: np.ndarray,
-    mask: np.ndarray,
-) -> None:
-    """``prefix``/score, /heatmap and /mask (uint8 0/255) of one frame, as the node publishes.
-
-    They carry the input's header and bag time.
-    """
-    prefix = prefix.rstrip('/')
-    stamp = {'stamp_ns': frame.stamp_ns, 'frame_id': frame.frame_id, 'log_ns': frame.log_ns}
-    writer.write_image(f'{prefix}/score', calibrated.astype(np.float32), '32FC1', **stamp)
-    writer.write_image(f'{prefix}/heatmap', heatmap(calibrated), 'rgb8', **stamp)
-    writer.write_image(f'{prefix}/mask', mask, 'mono8', **stamp)
 
 
 def write_sample_bag(

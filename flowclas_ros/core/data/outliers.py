@@ -115,18 +115,6 @@ class PseudoOutliers:
                     masks.append(torch.ones(self.size))
             self.object_masks = torch.stack(masks)
 
-    def whole_images(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` whole outlier images ``(n, 3, H, W)`` and labels (1 on objects, else 0)."""
-        if self.objects is None:
-            raise ValueError('whole outlier images need an outlier folder')
-        idx = torch.randint(len(self.objects), (n,), generator=gen)
-        labels = (
-            self.object_masks[idx] > 0.5
-            if self.object_masks is not None
-            else torch.ones(n, *self.size, dtype=torch.bool)
-        )
-        return self.objects[idx], labels.to(torch.uint8)
-
     def paste(
         self, images: torch.Tensor, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:

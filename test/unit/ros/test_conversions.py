@@ -17,6 +17,8 @@ from flowclas_ros.ros.conversions import array_to_image, scaled_camera_info
 
 H, W = 6, 8
 
+pytestmark = pytest.mark.ros
+
 
 def _rgb(seed=0):
     return np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
