@@ -314,6 +314,8 @@ class FlowClasNode(Node):
             except InputError as exc:
                 camera.stats.on_rejected(exc.reason, str(exc))
             except Exception as exc:  # noqa: BLE001 - the node must outlive any one frame
+                if not self.context.ok():  # shutting down: publishing fails, nothing to count
+                    return
                 camera.stats.on_rejected('internal_error', f'{type(exc).__name__}: {exc}')
                 self.get_logger().error(
                     f'frame failed: {type(exc).__name__}: {exc}', throttle_duration_sec=5.0
