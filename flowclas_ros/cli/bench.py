@@ -90,7 +90,7 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
     start = time.perf_counter()
     detector = Detector.load(
         model_dir,
-        device,
+        device=device,
         backend=backend,
         precision=args.precision,
         cache_dir=Path(model_dir) / 'engines',

@@ -39,6 +39,7 @@ class Detector:
     def __init__(
         self,
         model: FlowClasModel,
+        *,
         size_policy: str = 'model',
         output_scale: float = 1.0,
         engine: Engine | None = None,
@@ -57,6 +58,7 @@ class Detector:
     def load(
         cls,
         model_dir: str | Path,
+        *,
         device: str = 'cpu',
         backbone_weights: str | None = None,
         size_policy: str = 'model',
@@ -68,12 +70,21 @@ class Detector:
     ) -> Detector:
         """Load a model directory and put it behind ``backend``.
 
-        ONNX Runtime and TensorRT keep their exported graphs and engines in ``cache_dir``
-        (default: ``<model_dir>/engines``), named by a hash of the model files.
+        Args:
+            model_dir: a directory written by ``flowclas-train``.
+            device: ``cpu``, ``cuda`` or ``cuda:N``.
+            backbone_weights: a backbone checkpoint overriding the path stored at training.
+            size_policy: see the class; ``model`` sizes frames as in training.
+            output_scale: outputs are this fraction of the frame's size, in (0, 4].
+            backend: ``torch``, ``onnxruntime`` or ``tensorrt``.
+            precision: ``fp32``; ``fp16`` on CUDA (``bf16`` autocast for ``torch``).
+            cache_dir: where ONNX Runtime and TensorRT keep exported graphs and engines, named
+                by a hash of the model files (default ``<model_dir>/engines``).
+            compile_mode: ``torch.compile`` mode for the ``torch`` backend, or ``none``.
         """
         model = load_model(model_dir, backbone_weights, device)
         engine = build_engine(backend, model, precision, model_dir, cache_dir, compile_mode)
-        return cls(model, size_policy, output_scale, engine)
+        return cls(model, size_policy=size_policy, output_scale=output_scale, engine=engine)
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """The size a ``height x width`` frame is resized to before the backbone."""
@@ -108,10 +119,18 @@ class Detector:
         out = self.postprocess(scores, rgb.shape[:2])
         return out, self.host_norms(norms) if with_norms else None
 
-    def mask(self, scores: np.ndarray, norms: np.ndarray | None, rule: MaskRule) -> np.ndarray:
-        """uint8 mask (0 or 255) of calibrated ``scores`` by ``rule``; see ``masks``."""
+    def mask(
+        self,
+        scores: np.ndarray,
+        norms: np.ndarray | None = None,
+        rule: MaskRule | None = None,
+    ) -> np.ndarray:
+        """uint8 mask (0 or 255) of calibrated ``scores`` by ``rule`` (default: above 0.5).
+
+        The ``nfa`` rule also needs the latent ``norms`` from ``detect(rgb, with_norms=True)``.
+        """
         return anomaly_mask(
-            scores, norms, rule, self.model.config.calibration, self.model.channels
+            scores, norms, rule or MaskRule(), self.model.config.calibration, self.model.channels
         )
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:

@@ -178,14 +178,14 @@ class FlowClasNode(Node):
                 device = resolve_device(params.device)
                 detector = Detector.load(
                     params.model_dir,
-                    device,
-                    params.backbone_weights or None,
-                    params.input_size_policy,
-                    params.output_scale,
-                    params.backend,
-                    params.precision,
-                    params.engine_cache_dir or None,
-                    params.torch_compile,
+                    device=device,
+                    backbone_weights=params.backbone_weights or None,
+                    size_policy=params.input_size_policy,
+                    output_scale=params.output_scale,
+                    backend=params.backend,
+                    precision=params.precision,
+                    cache_dir=params.engine_cache_dir or None,
+                    compile_mode=params.torch_compile,
                 )
                 # The first call is several times slower (allocation, kernel choice): pay it now.
                 detector(np.zeros((*detector.model.config.input_size, 3), np.uint8))
