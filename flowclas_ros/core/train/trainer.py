@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import copy
 import io
 import math
 import os
@@ -335,6 +336,7 @@ def train(
         on_epoch: called with each epoch's log entry.
         overwrite: replace a model already in ``out_dir`` (otherwise an error).
     """
+    config = copy.deepcopy(config)  # calibration and hashes are filled in; not the caller's
     tc = config.train
     _check_settings(tc)
     dev = torch.device(device)
