@@ -12,7 +12,9 @@
   score), then publishing at each factor times its capacity; latency p50 against the unloaded
   one, and whether every frame received has exactly one outcome.
 - fuzz: random malformed Image and CompressedImage messages (``core.data.malformed``), four in
-  five, among good ones; every bad one must be counted under its reason, every good one scored.
+  five, among good ones, published directly, replayed from a bag by ``flowclas-replay`` and
+  evaluated offline by ``flowclas-eval --bag``; every bad one must be counted under its reason,
+  every good one scored.
 
 The default model is EfficientNet-Lite0 at 160x160 (fixed) with an untrained flow, small enough
 to keep up with 30 Hz on a 2-core CPU; its cost does not depend on the flow's weights.
@@ -295,39 +297,101 @@ def overload(args: argparse.Namespace, model: Path) -> dict:
     return {'capacity_hz': capacity, 'unloaded_p50_ms': unloaded, 'runs': runs}
 
 
+def _fuzz_bag(path: Path, topic: str, frames: list, compressed: bool) -> None:
+    """The frames in a bag, one per millisecond, with undeserializable messages after them."""
+    from flowclas_ros.core.data.bags import COMPRESSED, IMAGE, BagWriter
+
+    msgtype = COMPRESSED if compressed else IMAGE
+    with BagWriter(path) as writer:
+        for i, (fields, _) in enumerate(frames):
+            ns = (i + 1) * 10**6
+            writer.write(topic, msgtype, ns, stamp_ns=ns, frame_id='cam', **fields)
+        for i, cdr in enumerate((b'', b'\x00\x01\x00\x00', b'\x00\x01\x00\x00\xff\xff')):
+            writer.write_raw(topic, msgtype, 10**9 + i, cdr)
+
+
+def _eval_bag(model: Path, bag: Path, topic: str, out: Path) -> dict:
+    import ast
+
+    r = subprocess.run(
+        [sys.executable, '-m', 'flowclas_ros.cli.eval', '--model', str(model), '--bag', str(bag),
+         '--topic', topic, '--out-bag', str(out)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    prefix = 'skipped undecodable frames:'
+    line = next((x for x in r.stdout.splitlines() if x.startswith(prefix)), prefix + ' {}')
+    written = next(x for x in r.stdout.splitlines() if x.startswith('wrote '))
+    return {
+        'rejected': ast.literal_eval(line[len(prefix) :].strip()),
+        'scored': int(written.split()[1]),
+    }
+
+
 def fuzz(args: argparse.Namespace, model: Path) -> dict:
+    """The same malformed frames published directly, replayed from a bag, and evaluated offline."""
     from flowclas_ros.core.data.malformed import fuzz_stream
 
     results = {}
     for transport in ('raw', 'compressed'):
-        frames = list(fuzz_stream(args.count, seed=1, compressed=transport == 'compressed'))
-        params = [*args.param, 'process_every_frame:=true', f'max_queue:={args.count}']
-        h = Harness(model, params, transport)
-        try:
-            good = next(f for f, reason in frames if reason is None)
-            h.warm_up(good)
-            before, rss_before = h.settled(), rss_mb(h.node.pid)
-            stamps = []
-            for fields, _ in frames:
-                stamps.append(h.publish(fields))
-                time.sleep(0.002)
-            after, rss_after = h.settled(60.0), rss_mb(h.node.pid)
-            alive = h.node.poll() is None
-        finally:
-            h.close()
+        compressed = transport == 'compressed'
+        frames = list(fuzz_stream(args.count, seed=1, compressed=compressed))
         want = Counter(reason for _, reason in frames if reason is not None)
-        got = {r: after.get(f'rejected.{r}', 0) - before.get(f'rejected.{r}', 0) for r in want}
-        goods = [s for s, (_, reason) in zip(stamps, frames, strict=True) if reason is None]
-        scored = len(h.latencies_ms(goods))
-        results[transport] = {'sent': len(frames), 'bad': sum(want.values()), 'good': len(goods),
-                              'good_scored': scored, 'rejected_expected': dict(want),
-                              'rejected_counted': got, 'node_alive': alive,
-                              'rss_before_mb': rss_before, 'rss_after_mb': rss_after}  # fmt: skip
+        n_good = len(frames) - sum(want.values())
+        params = [*args.param, 'process_every_frame:=true', f'max_queue:={args.count}']
+        with tempfile.TemporaryDirectory() as tmp:
+            for route in ('dds', 'replay'):
+                h = Harness(model, params, transport)
+                try:
+                    good = next(f for f, reason in frames if reason is None)
+                    h.warm_up(good)
+                    before, rss_before = h.settled(), rss_mb(h.node.pid)
+                    if route == 'dds':
+                        for fields, _ in frames:
+                            h.publish(fields)
+                            time.sleep(0.002)
+                    else:
+                        bag = Path(tmp) / 'fuzz'
+                        _fuzz_bag(bag, h.topic, frames, compressed)
+                        subprocess.run(
+                            [sys.executable, '-m', 'flowclas_ros.cli.replay', str(bag),
+                             '--wait-subscribers', '30'],
+                            env=os.environ | {'ROS_DOMAIN_ID': str(h.domain)}, check=True,
+                            capture_output=True,
+                        )  # fmt: skip
+                    after, rss_after = h.settled(60.0), rss_mb(h.node.pid)
+                    alive = h.node.poll() is None
+                finally:
+                    h.close()
+                got = {
+                    r: after.get(f'rejected.{r}', 0) - before.get(f'rejected.{r}', 0) for r in want
+                }
+                scored = after['frames_processed'] - before['frames_processed']
+                results[f'{transport}_{route}'] = {
+                    'sent': len(frames), 'bad': sum(want.values()), 'good': n_good,
+                    'good_scored': scored, 'rejected_expected': dict(want),
+                    'rejected_counted': got, 'node_alive': alive,
+                    'rss_before_mb': rss_before, 'rss_after_mb': rss_after,
+                }  # fmt: skip
+                print(
+                    f'{transport} via {route}: {len(frames)} frames, {sum(want.values())} '
+                    f'malformed, counted by reason '
+                    f'{"exactly" if got == dict(want) else f"WRONG {got} vs {dict(want)}"}; '
+                    f'{scored}/{n_good} good frames scored; node alive: {alive}; '
+                    f'RSS {rss_before:.0f} -> {rss_after:.0f} MB',
+                    flush=True,
+                )
+            offline = _eval_bag(
+                model,
+                Path(tmp) / 'fuzz',
+                '/stress/image' + ('/compressed' if compressed else ''),
+                Path(tmp) / 'out',
+            )
+        expected = dict(want) | {'corrupt_message': 3}
+        results[f'{transport}_eval_bag'] = offline | {'rejected_expected': expected}
         print(
-            f'{transport}: {len(frames)} sent, {sum(want.values())} malformed, counted by reason '
-            f'{"exactly" if got == dict(want) else f"WRONG {got} vs {dict(want)}"}; '
-            f'{scored}/{len(goods)} good frames scored; node alive: {alive}; '
-            f'RSS {rss_before:.0f} -> {rss_after:.0f} MB',
+            f'{transport} via flowclas-eval --bag: counted by reason '
+            f'{"exactly" if offline["rejected"] == expected else f"WRONG {offline}"} '
+            f'(with 3 undeserializable messages); {offline["scored"]}/{n_good} good frames scored',
             flush=True,
         )
     return results
