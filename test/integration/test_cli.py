@@ -382,3 +382,20 @@ def test_a_killed_run_keeps_the_old_model_and_readers_never_see_a_mix(data, tmp_
     assert {s for s in seen if s is not None} <= {old, new}
     assert old in seen
     assert all('not found' in e for e in errors), errors
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'foreign', 'garbage'])
+def test_damaged_or_foreign_flow_weights_are_one_line(data, trained, tmp_path, damage):
+    model = tmp_path / 'model'
+    shutil.copytree(trained, model)
+    weights = model / 'flow.safetensors'
+    if damage == 'truncated':
+        weights.write_bytes(weights.read_bytes()[:-1000])
+    elif damage == 'foreign':  # same shapes, other values: only the recorded hash tells
+        from safetensors.torch import load_file, save_file
+
+        save_file({k: v + 1 for k, v in load_file(weights).items()}, weights)
+    else:
+        weights.write_bytes(b'\x00' * 64)
+    r = run('eval', '--model', str(model), '--data', str(data / 'test'))
+    _assert_one_line_error(r, 'flow.safetensors', 'SHA-256 differs')
