@@ -16,8 +16,8 @@ epoch and chose worse epochs than the last one on real defects.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 import copy
+from dataclasses import dataclass, field
 import io
 import math
 import os
