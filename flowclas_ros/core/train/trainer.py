@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flowclas_ros.core.config import ModelConfig, TrainConfig
+from flowclas_ros.core.config import Calibration, ModelConfig, TrainConfig
 from flowclas_ros.core.data.images import (
     IGNORE_LABEL,
     list_images,
@@ -307,6 +307,169 @@ def _publish(work: Path, out_dir: Path) -> None:
     shutil.rmtree(old)
 
 
+@dataclass
+class _Data:
+    """Training images at their network sizes, their cached clean features, and validation."""
+
+    train_images: list[torch.Tensor]
+    cache: list[torch.Tensor]
+    paster: PseudoOutliers
+    val: _Validation
+
+
+def _load_data(
+    model: FlowClasModel,
+    images_dir: str | Path,
+    outlier_dir: str | Path | None,
+    val_dir: str | Path | None,
+    progress: bool,
+) -> _Data:
+    """Read and size the images, hold some out (without ``val_dir``), cache clean features."""
+    config, tc = model.config, model.config.train
+    multiple = model.backbone.size_multiple
+    files = list_images(images_dir)
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(tc.seed)).tolist()
+    n_val = 0 if val_dir is not None else max(1, int(round(len(files) * tc.val_fraction)))
+    if len(files) - n_val < 1:
+        raise DataError(f'{images_dir} has {len(files)} image(s); training needs at least 2')
+    if len(files) < MIN_IMAGES:
+        warnings.warn(
+            f'only {len(files)} training images in {images_dir}: the model will know little '
+            f'of what is normal (use {MIN_IMAGES} or more)',
+            stacklevel=3,
+        )
+    images = [_sized(read_rgb(path), config, multiple) for path in files]
+    train_images = [images[i] for i in order[n_val:]]
+    paster = PseudoOutliers(
+        outlier_dir, tuple(config.input_size), probability=tc.paste_probability
+    )
+    val = _validation(config, [images[i] for i in order[:n_val]], val_dir, paster, multiple)
+    _progress('caching backbone features', progress)
+    cache = _clean_features(model, train_images, model.device)
+    return _Data(train_images, cache, paster, val)
+
+
+class _Optimization:
+    """Optimizer, schedule, sampling generator and the run's record: what a checkpoint holds."""
+
+    def __init__(self, model: FlowClasModel, n_train: int) -> None:
+        tc = model.config.train
+        self.params = list(model.flow.parameters()) + list(model.head.parameters())
+        self.opt = torch.optim.AdamW(self.params, lr=tc.lr, weight_decay=tc.weight_decay)
+        self.steps_per_epoch = math.ceil(n_train / tc.batch_size)
+        total = tc.epochs * self.steps_per_epoch
+        warmup = max(1, int(tc.warmup_fraction * total))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: _schedule(s, total, warmup)
+        )
+        self.gen = torch.Generator().manual_seed(tc.seed + 2)
+        self.result = TrainResult(best_epoch=-1, best_val_ap=-1.0)
+        self.best: dict[str, torch.Tensor] | None = None
+        self.first_epoch = 0
+        self.model = model
+
+    def restore(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+            load_trained_state(self.model, state['model'])
+        except (RuntimeError, KeyError, OSError) as exc:
+            raise ModelFileError(
+                f'cannot resume from {path}: written by another version or configuration'
+            ) from exc
+        self.opt.load_state_dict(state['opt'])
+        self.sched.load_state_dict(state['sched'])
+        self.gen.set_state(state['gen'])
+        torch.set_rng_state(state['torch_rng'])
+        self.best = state['best']
+        self.result = TrainResult(state['best_epoch'], state['best_val_ap'], state['history'])
+        self.first_epoch = state['epoch'] + 1
+
+    def end_epoch(self, model: FlowClasModel, entry: dict[str, float], keep_best: bool) -> None:
+        """Log the epoch; with labelled validation keep the best weights, else the last win."""
+        self.result.history.append(entry)
+        if not keep_best or entry['val_ap'] > self.result.best_val_ap:
+            self.result.best_val_ap, self.result.best_epoch = entry['val_ap'], entry['epoch']
+            if keep_best:
+                self.best = {k: v.clone() for k, v in trained_state(model).items()}
+
+    def save(self, path: Path, model: FlowClasModel, epoch: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                'epoch': epoch,
+                'model': trained_state(model),
+                'opt': self.opt.state_dict(),
+                'sched': self.sched.state_dict(),
+                'gen': self.gen.get_state(),
+                'torch_rng': torch.get_rng_state(),
+                'best': self.best,
+                'best_epoch': self.result.best_epoch,
+                'best_val_ap': self.result.best_val_ap,
+                'history': self.result.history,
+            },
+            buffer,
+        )
+        write_atomic(path, buffer.getvalue())
+
+
+def _train_epoch(
+    model: FlowClasModel,
+    data: _Data,
+    state: _Optimization,
+    epoch: int,
+    start: float,
+    progress: bool,
+) -> dict[str, float]:
+    """One pass over the training images, then the validation AP; the epoch's log entry."""
+    tc, dev = model.config.train, model.device
+    model.flow.train()
+    perm = torch.randperm(len(data.train_images), generator=state.gen).tolist()
+    sums = {'loss': 0.0, 'nll': 0.0, 'con': 0.0}
+    for step in range(state.steps_per_epoch):
+        batch = perm[step * tc.batch_size : (step + 1) * tc.batch_size]
+        nll, con = _losses(
+            model, batch, data.train_images, data.cache, data.paster, state.gen, dev
+        )
+        loss = tc.alpha * nll + con
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f'loss became {loss.item()} at epoch {epoch}')
+        state.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(state.params, tc.grad_clip)
+        state.opt.step()
+        state.sched.step()
+        sums['loss'] += loss.item()
+        sums['nll'] += nll.item()
+        sums['con'] += con.item()
+        _progress(
+            f'epoch {epoch + 1}/{tc.epochs} step {step + 1}/{state.steps_per_epoch} '
+            f'loss {sums["loss"] / (step + 1):.4f} ({time.time() - start:.0f} s)',
+            progress,
+        )
+    model.flow.eval()
+    entry = {k: v / state.steps_per_epoch for k, v in sums.items()}
+    return entry | {
+        'epoch': epoch,
+        'val_ap': data.val.ap(model, dev),
+        'seconds': time.time() - start,
+    }
+
+
+def _calibration(
+    model: FlowClasModel, normal: list[torch.Tensor], device: torch.device
+) -> Calibration:
+    """The score scale and mask-rule tables, fitted on clean held-out normal images."""
+    model.flow.eval()
+    scores, norms = _patch_maps(model, normal, device)
+    if not all(
+        torch.isfinite(s).all() and torch.isfinite(n).all()
+        for s, n in zip(scores, norms, strict=True)
+    ):
+        raise FloatingPointError('non-finite scores on validation images after training')
+    return fit_calibration([s.numpy() for s in scores], [n.numpy() for n in norms])
+
+
 def train(
     config: ModelConfig,
     images_dir: str | Path,
@@ -337,146 +500,42 @@ def train(
         overwrite: replace a model already in ``out_dir`` (otherwise an error).
     """
     config = copy.deepcopy(config)  # calibration and hashes are filled in; not the caller's
-    tc = config.train
-    _check_settings(tc)
+    _check_settings(config.train)
     dev = torch.device(device)
     out_dir = Path(out_dir)
     work, resume_from = _workspace(out_dir, resume, overwrite)
     start = time.time()
-    torch.manual_seed(tc.seed)
-
+    torch.manual_seed(config.train.seed)
     model = build_model(config).to(dev)
-    multiple = model.backbone.size_multiple
-    files = list_images(images_dir)
-    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(tc.seed)).tolist()
-    n_val = 0 if val_dir is not None else max(1, int(round(len(files) * tc.val_fraction)))
-    if len(files) - n_val < 1:
-        raise DataError(f'{images_dir} has {len(files)} image(s); training needs at least 2')
-    if len(files) < MIN_IMAGES:
-        warnings.warn(
-            f'only {len(files)} training images in {images_dir}: the model will know little '
-            f'of what is normal (use {MIN_IMAGES} or more)',
-            stacklevel=2,
-        )
-    all_images = [_sized(read_rgb(path), config, multiple) for path in files]
-    train_images = [all_images[i] for i in order[n_val:]]
-    paster = PseudoOutliers(
-        outlier_dir, tuple(config.input_size), probability=tc.paste_probability
-    )
-    val = _validation(config, [all_images[i] for i in order[:n_val]], val_dir, paster, multiple)
-    _progress('caching backbone features', progress)
-    cache = _clean_features(model, train_images, dev)
-
-    params = list(model.flow.parameters()) + list(model.head.parameters())
-    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    steps_per_epoch = math.ceil(len(train_images) / tc.batch_size)
-    total = tc.epochs * steps_per_epoch
-    warmup = max(1, int(tc.warmup_fraction * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, warmup))
-    gen = torch.Generator().manual_seed(tc.seed + 2)
-
-    result = TrainResult(best_epoch=-1, best_val_ap=-1.0)
-    best_state: dict[str, torch.Tensor] | None = None
-    first_epoch = 0
-    state_path = work / STATE_FILE
+    data = _load_data(model, images_dir, outlier_dir, val_dir, progress)
+    state = _Optimization(model, len(data.train_images))
     if resume_from is not None:
-        try:
-            state = torch.load(resume_from, map_location='cpu', weights_only=True)
-            load_trained_state(model, state['model'])
-        except (RuntimeError, KeyError, OSError) as exc:
-            raise ModelFileError(
-                f'cannot resume from {resume_from}: written by another version or configuration'
-            ) from exc
-        opt.load_state_dict(state['opt'])
-        sched.load_state_dict(state['sched'])
-        gen.set_state(state['gen'])
-        torch.set_rng_state(state['torch_rng'])
-        best_state = state['best']
-        result = TrainResult(state['best_epoch'], state['best_val_ap'], state['history'])
-        first_epoch = state['epoch'] + 1
-
-    for epoch in range(first_epoch, tc.epochs):
-        model.flow.train()
-        perm = torch.randperm(len(train_images), generator=gen).tolist()
-        sums = {'loss': 0.0, 'nll': 0.0, 'con': 0.0}
-        for step in range(steps_per_epoch):
-            batch = perm[step * tc.batch_size : (step + 1) * tc.batch_size]
-            nll, con = _losses(model, batch, train_images, cache, paster, gen, dev)
-            loss = tc.alpha * nll + con
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f'loss became {loss.item()} at epoch {epoch}')
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            opt.step()
-            sched.step()
-            sums['loss'] += loss.item()
-            sums['nll'] += nll.item()
-            sums['con'] += con.item()
-            _progress(
-                f'epoch {epoch + 1}/{tc.epochs} step {step + 1}/{steps_per_epoch} '
-                f'loss {sums["loss"] / (step + 1):.4f} ({time.time() - start:.0f} s)',
-                progress,
-            )
-        model.flow.eval()
-        ap = val.ap(model, dev)
-        entry = {k: v / steps_per_epoch for k, v in sums.items()}
-        entry |= {'epoch': epoch, 'val_ap': ap, 'seconds': time.time() - start}
-        result.history.append(entry)
-        if val_dir is None or ap > result.best_val_ap:
-            result.best_val_ap, result.best_epoch = ap, epoch
-            # Without labelled validation the last epoch wins: the live weights are the result.
-            if val_dir is not None:
-                best_state = {k: v.clone() for k, v in trained_state(model).items()}
-        work.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                'epoch': epoch,
-                'model': trained_state(model),
-                'opt': opt.state_dict(),
-                'sched': sched.state_dict(),
-                'gen': gen.get_state(),
-                'torch_rng': torch.get_rng_state(),
-                'best': best_state,
-                'best_epoch': result.best_epoch,
-                'best_val_ap': result.best_val_ap,
-                'history': result.history,
-            },
-            buffer,
-        )
-        write_atomic(state_path, buffer.getvalue())
+        state.restore(resume_from)
+    for epoch in range(state.first_epoch, config.train.epochs):
+        entry = _train_epoch(model, data, state, epoch, start, progress)
+        state.end_epoch(model, entry, keep_best=val_dir is not None)
+        state.save(work / STATE_FILE, model, epoch)
         if on_epoch is not None:
             on_epoch(entry)
     _progress('', progress)
-
-    if best_state is not None:
-        load_trained_state(model, best_state)
-    model.flow.eval()
-    normal_scores, normal_norms = _patch_maps(model, val.normal, dev)
-    if not all(
-        torch.isfinite(s).all() and torch.isfinite(n).all()
-        for s, n in zip(normal_scores, normal_norms, strict=True)
-    ):
-        raise FloatingPointError('non-finite scores on validation images after training')
-    config.calibration = fit_calibration(
-        [s.numpy() for s in normal_scores], [n.numpy() for n in normal_norms]
-    )
+    if state.best is not None:
+        load_trained_state(model, state.best)
+    model.config.calibration = _calibration(model, data.val.normal, dev)
     save_model(model, work)
-    result.seconds = time.time() - start
+    state.result.seconds = time.time() - start
     write_json(
         work / LOG_FILE,
         {
-            'best_epoch': result.best_epoch,
-            'best_val_ap': result.best_val_ap,
-            'seconds': result.seconds,
-            'history': result.history,
+            'best_epoch': state.result.best_epoch,
+            'best_val_ap': state.result.best_val_ap,
+            'seconds': state.result.seconds,
+            'history': state.result.history,
             'images': str(images_dir),
             'outliers': None if outlier_dir is None else str(outlier_dir),
             'val': None if val_dir is None else str(val_dir),
-            'n_train': len(train_images),
-            'n_val': len(val.images),
+            'n_train': len(data.train_images),
+            'n_val': len(data.val.images),
         },
     )
     _publish(work, out_dir)
-    return result
+    return state.result
