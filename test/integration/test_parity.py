@@ -67,8 +67,11 @@ def graph() -> bytes:
 @pytest.fixture(scope='module')
 def session(graph: bytes) -> object:
     """The wheel's graph with its input size left free and the backbone's tensors as outputs."""
-    onnx = pytest.importorskip('onnx')
-    ort = pytest.importorskip('onnxruntime')
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError as exc:
+        _require('onnx and onnxruntime', exc)
     model = onnx.load_model_from_string(graph)
     dims = model.graph.input[0].type.tensor_type.shape.dim
     dims[2].dim_param, dims[3].dim_param = 'height', 'width'  # Shapes are computed in-graph.
