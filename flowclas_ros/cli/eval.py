@@ -45,16 +45,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         '--mask-mode',
         choices=MASK_MODES,
-        default='fixed',
+        default=MaskRule.mode,
         help='mask rule for the output bag and panels (all rules are measured)',
     )
-    p.add_argument('--threshold', type=float, default=0.5, help='fixed: calibrated threshold')
-    p.add_argument('--target-fpr', type=float, default=0.01, help='fpr: false-positive rate')
-    p.add_argument('--nfa-log10-epsilon', type=float, default=0.0, help='nfa: log10 NFA bound')
     p.add_argument(
-        '--nfa-null', choices=NFA_NULLS, default='chi2', help='nfa: chi2 (C dof) or fitted'
+        '--threshold', type=float, default=MaskRule.threshold, help='fixed: calibrated threshold'
     )
-    p.add_argument('--mask-min-area', type=int, default=0, help='drop smaller mask regions')
+    p.add_argument(
+        '--target-fpr', type=float, default=MaskRule.target_fpr, help='fpr: false-positive rate'
+    )
+    p.add_argument(
+        '--nfa-log10-epsilon',
+        type=float,
+        default=MaskRule.log10_epsilon,
+        help='nfa: log10 NFA bound',
+    )
+    p.add_argument(
+        '--nfa-null',
+        choices=NFA_NULLS,
+        default=MaskRule.nfa_null,
+        help='nfa: chi2 (C dof) or fitted',
+    )
+    p.add_argument(
+        '--mask-min-area', type=int, default=MaskRule.min_area, help='drop smaller mask regions'
+    )
     p.add_argument('--json', help='write the metrics here')
     p.add_argument('--report', help='write a self-contained HTML report here')
     p.add_argument('--save-maps', help='write input|heatmap|mask|truth panels here')

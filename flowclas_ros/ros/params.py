@@ -70,20 +70,26 @@ class NodeParams:
         100, 'restart', 'frames queued per camera (and input QoS depth) in process_every_frame'
     )
     mask_mode: str = _param(
-        'fixed',
+        MaskRule.mode,
         'live',
         'fixed: score >= threshold; fpr: thresholds for target_fpr of normal pixels and frames; '
         'nfa: a contrario regions, no threshold',
     )
-    threshold: float = _param(0.5, 'live', 'mask_mode fixed: threshold on the calibrated score')
+    threshold: float = _param(
+        MaskRule.threshold, 'live', 'mask_mode fixed: threshold on the calibrated score'
+    )
     target_fpr: float = _param(
-        0.01, 'live', 'mask_mode fpr: fraction of normal pixels, and of normal frames, marked'
+        MaskRule.target_fpr,
+        'live',
+        'mask_mode fpr: fraction of normal pixels, and of normal frames, marked',
     )
     nfa_log10_epsilon: float = _param(
-        0.0, 'live', 'mask_mode nfa: log10 of the false-alarm regions allowed per frame'
+        MaskRule.log10_epsilon,
+        'live',
+        'mask_mode nfa: log10 of the false-alarm regions allowed per frame',
     )
     nfa_null: str = _param(
-        'chi2',
+        MaskRule.nfa_null,
         'live',
         'mask_mode nfa: chi2 (C degrees of freedom, parameter-free) or fitted (on normal '
         'validation patches: fewer false alarms)',
@@ -91,7 +97,9 @@ class NodeParams:
     score_range: list[float] = _param(
         [0.0, 1.0], 'live', 'calibrated score range the heatmap colours span'
     )
-    mask_min_area: int = _param(0, 'live', 'mask regions under this many pixels are dropped')
+    mask_min_area: int = _param(
+        MaskRule.min_area, 'live', 'mask regions under this many pixels are dropped'
+    )
     max_rate_hz: float = _param(0.0, 'live', 'process at most this often per camera (0: any)')
     publish_overlay: bool = _param(False, 'live', 'publish anomaly/overlay (heatmap on input)')
     expected_rate_hz: float = _param(0.0, 'live', 'diagnostics WARN below this rate (0: off)')

@@ -23,11 +23,10 @@ import torch
 
 from flowclas_ros.core.engines.base import Engine, ExportedGraphs
 from flowclas_ros.core.errors import ConfigError, ModelFileError
-from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES
+from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES, PRECISIONS
 from flowclas_ros.core.jsonio import write_atomic, write_json
 from flowclas_ros.core.model import FlowClasModel
 
-PRECISIONS = ('fp32', 'fp16')
 WORKSPACE_BYTES = 2 << 30
 
 
