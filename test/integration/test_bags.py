@@ -53,6 +53,7 @@ def folder_metrics(model, split, tmp_path_factory):
     return evaluate('--model', str(model), '--data', str(split), json_path=out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ('compressed', 'storage'), [(False, 'sqlite3'), (True, 'mcap'), (True, 'sqlite3')]
 )
@@ -124,6 +125,7 @@ def test_corrupt_frames_are_counted_and_skipped(model, surface, tmp_path):
     assert len(list(read_images(Path(f'{bag}_anomaly'), '/anomaly/mask'))) == 2
 
 
+@pytest.mark.slow
 def test_bag_errors_are_one_line(model, split, tmp_path):
     bag = tmp_path / 'b'
     write_sample_bag(split, bag, limit=2)

@@ -50,6 +50,7 @@ def _check_metrics(path: Path) -> dict:
     return metrics
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mode', ['flowclas', 'nll'])
 def test_train_then_eval_default_backbone(data, tmp_path, mode):
     model = tmp_path / 'model'
@@ -75,6 +76,7 @@ def test_train_then_eval_default_backbone(data, tmp_path, mode):
     assert panel.shape == (64, 4 * 64, 3)
 
 
+@pytest.mark.slow
 def test_dinov2_official_checkpoint_trains_and_evaluates(data, tmp_path):
     ckpt = tmp_path / 'dinov2_vits14_pretrain.pth'
     torch.manual_seed(0)
@@ -159,6 +161,7 @@ def test_empty_image_folder(tmp_path):
     _assert_one_line_error(r, 'no images')
 
 
+@pytest.mark.slow
 def test_mask_size_mismatch(data, tmp_path):
     split = tmp_path / 'split'
     (split / 'images').mkdir(parents=True)
@@ -200,6 +203,7 @@ def _iou_by_hand(model_dir: Path, split: Path, rule) -> tuple[float, float]:
     return float(np.mean(ious)), float(np.mean(alarms))
 
 
+@pytest.mark.slow
 def test_eval_measures_every_mask_rule_and_calibrate_refits(data, tmp_path):
     from flowclas_ros.core.masks import MaskRule
 
@@ -266,6 +270,7 @@ def _strict_json(path: Path) -> dict:
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
+@pytest.mark.slow
 def test_an_existing_model_is_refused_unless_overwrite(data, tmp_path):
     model = tmp_path / 'model'
     train = ('train', '--images', str(data / 'train' / 'images'), '--out', str(model))
@@ -283,6 +288,7 @@ def test_an_existing_model_is_refused_unless_overwrite(data, tmp_path):
     _strict_json(model / 'config.json')
 
 
+@pytest.mark.slow
 def test_tiny_training_sets_warn_or_are_refused(data, tmp_path):
     few = tmp_path / 'few'
     few.mkdir()
@@ -336,6 +342,7 @@ def test_bad_config_values_name_the_key(data, trained, tmp_path, key, value, nam
     _assert_one_line_error(r, repr(named), problem)
 
 
+@pytest.mark.slow
 def test_a_killed_run_keeps_the_old_model_and_readers_never_see_a_mix(data, tmp_path):
     """SIGKILL a training run that replaces a model, at several moments; load all along."""
     from flowclas_ros.core.model import load_model, trained_state

@@ -33,6 +33,7 @@ def _sourced_env(setup: Path) -> dict[str, str]:
     return dict(line.split('=', 1) for line in out.decode().split('\0') if '=' in line)
 
 
+@pytest.mark.slow
 def test_colcon_build_then_run_the_installed_node(tmp_path):
     ws = tmp_path / 'ws'
     ws.mkdir()

@@ -80,6 +80,7 @@ def test_onnx_runtime_matches_pytorch(which, request, tmp_path):
     assert norm_diff < NORM_TOLERANCE
 
 
+@pytest.mark.slow
 def test_detector_backends_agree_and_the_graph_is_cached(default_dir, tmp_path):
     frame = _frame()
     torch_scores = Detector.load(default_dir)(frame)
@@ -236,6 +237,7 @@ def test_bench_cli_compares_backends(tmp_path):
     assert 'onnxruntime / torch median total time' in r.stdout
 
 
+@pytest.mark.slow
 def test_export_cli(default_dir, tmp_path):
     r = _cli('export', '--model', str(default_dir), '--out', str(tmp_path / 'm.onnx'))
     assert r.returncode == 0, r.stderr

@@ -71,6 +71,7 @@ def test_eval_bag_counts_every_malformed_frame(fuzz_bag, topic, tmp_path):
     assert f'wrote {want[topic][None]} frames' in r.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('transport', ['raw', 'compressed'])
 def test_replay_into_the_node_counts_every_malformed_frame(fuzz_bag, transport, tmp_path):
     bag, want = fuzz_bag

@@ -356,6 +356,7 @@ def test_every_frame_mode_processes_a_burst_completely(logs, client, model_dir):
         assert node.stop() == 0, node.text()
 
 
+@pytest.mark.slow
 def test_overload_keeps_latency_bounded_and_counts_superseded_frames(logs, client, tmp_path):
     model_dir = make_model(tmp_path / 'm320', 320)
     node = _start(
@@ -397,6 +398,7 @@ def test_overload_keeps_latency_bounded_and_counts_superseded_frames(logs, clien
         assert node.stop() == 0, node.text()
 
 
+@pytest.mark.slow
 def test_missing_model_is_an_error_status_until_a_good_one_is_set(
     logs, client, model_dir, detector
 ):
@@ -433,6 +435,7 @@ def test_invalid_parameters_stop_the_node_with_one_line(logs, client):
     assert 'Traceback' not in text
 
 
+@pytest.mark.slow
 def test_onnxruntime_backend(logs, client, model_dir, detector, tmp_path):
     node = _start(
         logs, client, 'ort', 'image', model_dir=str(model_dir), backend='onnxruntime',

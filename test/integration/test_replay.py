@@ -35,6 +35,7 @@ def metrics(tmp_path: Path, name: str, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_replayed_bag_through_the_live_node_matches_offline(tmp_path):
     # Four frames of each class in two sizes: normal and anomalous pixels, PNG and JPEG.
     split = labelled_split(tmp_path, per_class=4)
@@ -127,6 +128,7 @@ def _ros2_bag(path: Path, frames: list[np.ndarray]) -> None:
                 writer.write_raw('/cam', 'sensor_msgs/msg/Image', 2 * 10**8, b'\x00\x01\x00\x00x')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('make_bag', [_ros1_bag, _ros2_bag], ids=['ros1', 'ros2'])
 def test_replay_skips_and_counts_messages_that_cannot_be_deserialized(tmp_path, make_bag):
     rng = np.random.default_rng(0)

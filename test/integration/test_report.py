@@ -68,6 +68,7 @@ def test_console_messages_are_detected(tmp_path):
     assert any('notAFunction' in m for m in messages), messages
 
 
+@pytest.mark.slow
 def test_report_renders_without_console_errors(tmp_path):
     data = make_surface_dataset(tmp_path / 'data', n_train=4, n_test_per_class=3, size=(64, 64))
     model = make_model(tmp_path / 'model', 64)

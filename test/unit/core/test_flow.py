@@ -100,6 +100,7 @@ def test_nll_of_gaussian_data_is_analytic():
     assert z.std().item() == pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.slow
 def test_training_reaches_the_entropy_of_correlated_data_on_held_out_samples():
     torch.manual_seed(0)
     C = 6

@@ -35,6 +35,7 @@ class _CrashError(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_gives_the_same_model(images, tmp_path):
     train(_config(), images, tmp_path / 'straight', progress=False)
 
@@ -67,6 +68,7 @@ def test_model_directory_is_self_describing(images, tmp_path):
     assert torch.isfinite(scores).all()
 
 
+@pytest.mark.slow
 def test_labelled_validation_keeps_the_best_epoch(images, tmp_path):
     split = images.parent.parent / 'test'
     result = train(_config(), images, tmp_path / 'm', val_dir=split, progress=False)
@@ -76,6 +78,7 @@ def test_labelled_validation_keeps_the_best_epoch(images, tmp_path):
     assert (tmp_path / 'm' / 'flow.safetensors').is_file()
 
 
+@pytest.mark.slow
 def test_native_policy_trains_and_calibrates_on_images_of_several_sizes(images, tmp_path):
     folder = tmp_path / 'mixed'
     folder.mkdir()
@@ -103,6 +106,7 @@ def test_native_policy_trains_and_calibrates_on_images_of_several_sizes(images, 
     assert np.isfinite(scores).all()
 
 
+@pytest.mark.slow
 def test_a_crash_while_overwriting_leaves_the_old_model_whole(images, tmp_path):
     out = tmp_path / 'm'
     train(_config(), images, out, progress=False)
