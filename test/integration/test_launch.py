@@ -72,8 +72,7 @@ def test_arguments_and_parameters_file(tree):
     assert set(arguments) >= REQUIRED_ARGUMENTS
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
     assert {'config', 'flowclas.yaml'} <= strings
-    assert (ROOT / 'config' / 'flowclas.yaml').is_file()
-    assert "glob('config/*.yaml')" in (ROOT / 'setup.py').read_text()
+    assert (ROOT / 'config' / 'flowclas.yaml').is_file()  # installed: test_colcon checks share/
 
 
 def _override_keys(tree):
