@@ -45,13 +45,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def default_model(directory: Path) -> Path:
-    from flowclas_ros.core.config import ModelConfig
+def default_model(directory: Path, side: int = 320) -> Path:
+    """An untrained EfficientNet-Lite0 model at ``side`` x ``side``, fixed, 4 flow steps.
+
+    320x320 is what the README's latency table was measured with (the default native policy
+    runs a 640x480 camera at 512x384, about twice the pixels).
+    """
+    from flowclas_ros.core.config import FlowConfig, ModelConfig
     from flowclas_ros.core.model import build_model, save_model
 
-    # 320x320 fixed: the configuration the README's latency table was measured with (the
-    # default native policy runs a 640x480 camera at 512x384, about twice the pixels).
-    config = ModelConfig(input_size=[320, 320], size_policy='fixed')
+    config = ModelConfig(input_size=[side, side], size_policy='fixed', flow=FlowConfig(steps=4))
     save_model(build_model(config), directory)
     return directory
 

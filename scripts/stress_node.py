@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 
-from bench_node import make_frames
+from bench_node import default_model, make_frames
 import numpy as np
 
 OUTCOMES = ('processed', 'superseded', 'skipped', 'rejected')
@@ -54,14 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument('--json', help='also write the numbers here')
     return p.parse_args(argv)
-
-
-def default_model(directory: Path) -> Path:
-    from flowclas_ros.core.config import ModelConfig
-    from flowclas_ros.core.model import build_model, save_model
-
-    save_model(build_model(ModelConfig(input_size=[160, 160], size_policy='fixed')), directory)
-    return directory
 
 
 def rss_mb(pid: int) -> float:
@@ -400,7 +392,7 @@ def fuzz(args: argparse.Namespace, model: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        model = Path(args.model) if args.model else default_model(Path(tmp) / 'model')
+        model = Path(args.model) if args.model else default_model(Path(tmp) / 'model', 160)
         result = {'soak': soak, 'overload': overload, 'fuzz': fuzz}[args.mode](args, model)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + '\n')
