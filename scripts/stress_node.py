@@ -200,11 +200,14 @@ def soak(args: argparse.Namespace, model: Path) -> dict:
     try:
         h.warm_up(messages[0])
         rss_start = rss_mb(h.node.pid)
-        blocks = []
+        blocks, last = [], h.counters()
         for block in range(args.frames // 1000):
             stamps = _paced(h, messages, 1000, args.rate)
-            time.sleep(0.5)
+            time.sleep(1.0)
             lat = h.latencies_ms(stamps)
+            now = h.counters()
+            delta = {k[7:]: now.get(k, 0) - last.get(k, 0) for k in now if k.startswith('frames_')}
+            last = now
             blocks.append(
                 {
                     'block': block + 1,
@@ -212,12 +215,15 @@ def soak(args: argparse.Namespace, model: Path) -> dict:
                     'p50_ms': _pct(lat, 50),
                     'p99_ms': _pct(lat, 99),
                     'rss_mb': rss_mb(h.node.pid),
+                    'node': delta,
                 }
             )
             b = blocks[-1]
             print(
                 f'frames {block * 1000 + 1:5d}-{(block + 1) * 1000:5d}: {b["scored"]:4d} scored, '
-                f'p50 {b["p50_ms"]:6.1f} ms, p99 {b["p99_ms"]:6.1f} ms, RSS {b["rss_mb"]:.0f} MB',
+                f'p50 {b["p50_ms"]:6.1f} ms, p99 {b["p99_ms"]:6.1f} ms, RSS {b["rss_mb"]:.0f} MB; '
+                f'node: {delta.get("received", 0)} received, {delta.get("lost", 0)} lost in DDS, '
+                f'{delta.get("superseded", 0)} superseded',
                 flush=True,
             )
         counters = h.settled()
