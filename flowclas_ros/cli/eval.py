@@ -19,6 +19,7 @@ import numpy as np
 from flowclas_ros.cli.common import add_model_args, load_model_arg, run_tool
 from flowclas_ros.core.jsonio import write_json
 from flowclas_ros.core.masks import MASK_MODES, NFA_NULLS, MaskRule
+from flowclas_ros.core.visualize import heatmap
 
 if TYPE_CHECKING:
     from flowclas_ros.core.data.bags import BagWriter
@@ -171,8 +172,6 @@ def _write_outputs(
     prefix = prefix.rstrip('/')
     stamp = {'stamp_ns': frame.stamp_ns, 'frame_id': frame.frame_id, 'log_ns': frame.log_ns}
     writer.write_image(f'{prefix}/score', calibrated.astype(np.float32), '32FC1', **stamp)
-    from flowclas_ros.core.visualize import heatmap
-
     writer.write_image(f'{prefix}/heatmap', heatmap(calibrated), 'rgb8', **stamp)
     writer.write_image(f'{prefix}/mask', mask, 'mono8', **stamp)
 

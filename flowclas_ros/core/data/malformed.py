@@ -20,12 +20,18 @@ import zlib
 import numpy as np
 from PIL import Image as PILImage
 
-from flowclas_ros.core.data.imagemsg import ENCODINGS, MAX_PIXELS, bytes_per_pixel
+from flowclas_ros.core.data.imagemsg import ENCODINGS, MAX_PIXELS, bytes_per_pixel, image_fields
 
 _U32 = (1 << 32) - 1
 _YUV = ('yuv422', 'uyvy', 'yuv422_yuy2', 'yuyv')
-RAW_REASONS = ('unknown_encoding', 'empty_image', 'bad_size', 'bad_step', 'truncated')
-RAW_REASONS += ('non_finite_pixels',)
+RAW_REASONS = (
+    'unknown_encoding',
+    'empty_image',
+    'bad_size',
+    'bad_step',
+    'truncated',
+    'non_finite_pixels',
+)
 COMPRESSED_REASONS = ('empty_image', 'corrupt_compressed', 'unknown_format', 'too_large')
 
 
@@ -70,14 +76,7 @@ def _non_finite(rng: np.random.Generator) -> dict[str, Any]:
     h, w = int(rng.integers(1, 64)), int(rng.integers(1, 64))
     pixels = rng.random((h, w, channels), dtype=np.float32)
     pixels.flat[int(rng.integers(0, pixels.size))] = rng.choice([np.nan, np.inf, -np.inf])
-    return {
-        'height': h,
-        'width': w,
-        'encoding': encoding,
-        'is_bigendian': 0,
-        'step': w * channels * 4,
-        'data': pixels.astype('<f4').tobytes(),
-    }
+    return image_fields(pixels, encoding)
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -133,15 +132,7 @@ def good_fields(rng: np.random.Generator, compressed: bool) -> dict[str, Any]:
     if compressed:
         fmt = str(rng.choice(['jpeg', 'png']))
         return {'format': fmt, 'data': _encoded(rgb, fmt.upper())}
-    h, w = rgb.shape[:2]
-    return {
-        'height': h,
-        'width': w,
-        'encoding': 'rgb8',
-        'is_bigendian': 0,
-        'step': 3 * w,
-        'data': rgb.tobytes(),
-    }
+    return image_fields(rgb, 'rgb8')
 
 
 def fuzz_stream(

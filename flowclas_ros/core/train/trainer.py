@@ -384,21 +384,21 @@ class _Optimization:
         self.result = TrainResult(state['best_epoch'], state['best_val_ap'], state['history'])
         self.first_epoch = state['epoch'] + 1
 
-    def end_epoch(self, model: FlowClasModel, entry: dict[str, float], keep_best: bool) -> None:
+    def end_epoch(self, entry: dict[str, float], keep_best: bool) -> None:
         """Log the epoch; with labelled validation keep the best weights, else the last win."""
         self.result.history.append(entry)
         if not keep_best or entry['val_ap'] > self.result.best_val_ap:
             self.result.best_val_ap, self.result.best_epoch = entry['val_ap'], entry['epoch']
             if keep_best:
-                self.best = {k: v.clone() for k, v in trained_state(model).items()}
+                self.best = {k: v.clone() for k, v in trained_state(self.model).items()}
 
-    def save(self, path: Path, model: FlowClasModel, epoch: int) -> None:
+    def save(self, path: Path, epoch: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(
             {
                 'epoch': epoch,
-                'model': trained_state(model),
+                'model': trained_state(self.model),
                 'opt': self.opt.state_dict(),
                 'sched': self.sched.state_dict(),
                 'gen': self.gen.get_state(),
@@ -513,8 +513,8 @@ def train(
         state.restore(resume_from)
     for epoch in range(state.first_epoch, config.train.epochs):
         entry = _train_epoch(model, data, state, epoch, start, progress)
-        state.end_epoch(model, entry, keep_best=val_dir is not None)
-        state.save(work / STATE_FILE, model, epoch)
+        state.end_epoch(entry, keep_best=val_dir is not None)
+        state.save(work / STATE_FILE, epoch)
         if on_epoch is not None:
             on_epoch(entry)
     _progress('', progress)
