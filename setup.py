@@ -21,7 +21,7 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
-        ('share/' + package_name + '/config', glob('config/*.yaml')),
+        ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
     ],
     install_requires=[
         'numpy',
@@ -39,6 +39,8 @@ setup(
             'ros-sensor-msgs',
             'ros-std-msgs',
             'ros-diagnostic-msgs',
+            'ros-rcl-lifecycle',
+            'ros-lifecycle-msgs',
         ],
         # Bag tools (flowclas-eval --bag, flowclas-replay, flowclas-make-bag) and HTML reports.
         'bags': ['rosbags', 'matplotlib'],
@@ -71,6 +73,7 @@ setup(
             'flowclas-weights = flowclas_ros.cli.weights:main',
             'flowclas-replay = flowclas_ros.cli.replay:main',
             'flowclas_node = flowclas_ros.ros.node:main',
+            'flowclas_lifecycle_node = flowclas_ros.ros.node:main_lifecycle',
         ],
     },
 )

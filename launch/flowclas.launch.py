@@ -1,13 +1,18 @@
 # Copyright 2026 The flowclas_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Start flowclas_node on one camera.
+"""Start flowclas_node on one camera, or on several sharing one model.
 
     ros2 launch flowclas_ros flowclas.launch.py image:=/camera/color/image_raw \
         model_dir:=/path/to/model
+    ros2 launch flowclas_ros flowclas.launch.py cameras:="[front, rear]" image:=image_raw \
+        model_dir:=/path/to/model managed:=true
 
-``image`` is the raw image topic; with ``input_transport: compressed`` in the parameters the
-node reads ``<image>/compressed``. ``camera_info`` is taken from beside the image topic. Other
-settings go in a copy of ``config/flowclas.yaml`` passed as ``params_file:=...``.
+One camera: ``image`` is its raw image topic. Several: ``image`` is the image topic's name
+under each camera namespace (``front/image_raw``, ``rear/image_raw``). ``camera_info`` is
+taken from beside each image topic; with ``input_transport: compressed`` in the parameters the
+node reads ``<image>/compressed``. ``managed:=true`` starts the lifecycle node, which a
+lifecycle manager (or ``ros2 lifecycle set``) configures and activates. Other settings go in a
+copy of ``config/flowclas.yaml`` passed as ``params_file:=...``.
 """
 
 import os
@@ -19,11 +24,40 @@ from launch_ros.actions import Node
 
 ARGUMENTS = {
     'namespace': ('', 'namespace of the node and its anomaly/* outputs'),
-    'image': ('image', 'input image topic'),
+    'image': ('image', 'input image topic; with cameras, its name under each camera'),
+    'cameras': ('', 'camera namespaces sharing one model, e.g. "[front, rear]" (""= one)'),
     'params_file': ('', 'parameters YAML (default: the package config/flowclas.yaml)'),
     'model_dir': ('', 'model directory; overrides the one in params_file when set'),
     'use_sim_time': ('false', 'follow /clock (bag replay, simulation)'),
+    'managed': ('false', 'start the lifecycle node (configure and activate it to run)'),
+    'log_level': ('info', 'debug, info, warn, error or fatal'),
+    'respawn': ('false', 'start the node again when it exits'),
 }
+
+
+def _flag(text):
+    return text.strip().lower() in ('true', '1', 'yes')
+
+
+def _camera_list(text):
+    """``[front, rear]``, ``front,rear`` or ``['front', 'rear']`` -> the names; ``""`` -> []."""
+    names = (n.strip().strip('\'"') for n in text.strip().strip('[]').split(','))
+    return [n for n in names if n]
+
+
+def _remappings(cameras, image):
+    """Each camera's ``image``, ``image/compressed`` and ``camera_info`` onto the real topics."""
+    pairs = []
+    for camera in cameras or ['']:
+        prefix = f'{camera}/' if camera else ''
+        topic = f'{prefix}{image}' if camera else image
+        info = topic.rsplit('/', 1)[0] + '/camera_info' if '/' in topic else 'camera_info'
+        pairs += [
+            (f'{prefix}image', topic),
+            (f'{prefix}image/compressed', topic + '/compressed'),
+            (f'{prefix}camera_info', info),
+        ]
+    return pairs
 
 
 def _node(context):
@@ -31,25 +65,25 @@ def _node(context):
     params_file = arg['params_file'] or os.path.join(
         get_package_share_directory('flowclas_ros'), 'config', 'flowclas.yaml'
     )
-    overrides = {'use_sim_time': arg['use_sim_time'].lower() in ('true', '1')}
+    cameras = _camera_list(arg['cameras'])
+    overrides = {'use_sim_time': _flag(arg['use_sim_time'])}
     if arg['model_dir']:
         overrides['model_dir'] = arg['model_dir']
-    image = arg['image']
-    info = image.rsplit('/', 1)[0] + '/camera_info' if '/' in image else 'camera_info'
+    if cameras:
+        overrides['cameras'] = cameras
     return [
         Node(
             package='flowclas_ros',
-            executable='flowclas_node',
+            executable='flowclas_lifecycle_node' if _flag(arg['managed']) else 'flowclas_node',
             name='flowclas',
             namespace=arg['namespace'],
             output='screen',
             emulate_tty=True,
             parameters=[params_file, overrides],
-            remappings=[
-                ('image', image),
-                ('image/compressed', image + '/compressed'),
-                ('camera_info', info),
-            ],
+            remappings=_remappings(cameras, arg['image']),
+            arguments=['--ros-args', '--log-level', arg['log_level']],
+            respawn=_flag(arg['respawn']),
+            respawn_delay=2.0,
         )
     ]
 

@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+import platform
+
 import torch
 
 from flowclas_ros.core.errors import ConfigError
@@ -18,3 +21,23 @@ def resolve_device(device: str) -> str:
     if device != 'cpu' and not device.startswith('cuda'):
         raise ConfigError(f'unknown device {device!r}; use auto, cpu, cuda or cuda:N')
     return device
+
+
+def hardware_name(device: str) -> str:
+    """What runs the model, for diagnostics: the GPU's name, else the CPU model.
+
+    ARM boards (Jetson) have no ``model name`` in /proc/cpuinfo; their device-tree model
+    (``NVIDIA Jetson AGX Orin ...``) says more than the architecture.
+    """
+    if device.startswith('cuda'):
+        return torch.cuda.get_device_name(torch.device(device))
+    for path, key in (('/proc/cpuinfo', 'model name'), ('/proc/device-tree/model', '')):
+        try:
+            text = Path(path).read_text(errors='replace')
+        except OSError:
+            continue
+        for line in text.splitlines():
+            name, _, value = line.partition(':') if key else ('', '', line)
+            if name.strip() == key and value.strip(' \x00'):
+                return value.strip(' \x00')
+    return platform.processor() or platform.machine() or 'cpu'

@@ -16,16 +16,26 @@ from flowclas_ros.core.engines import BACKENDS
 from flowclas_ros.core.engines.pytorch import COMPILE_MODES, PRECISIONS
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.inference import SIZE_POLICIES
-from flowclas_ros.core.masks import MaskRule
+from flowclas_ros.core.masks import MASK_MODES, NFA_NULLS, MaskRule
 
 TRANSPORTS = ('raw', 'compressed')
-RELIABILITIES = ('reliable', 'best_effort')
+RELIABILITIES = ('auto', 'reliable', 'best_effort')
 
 
-def _param(default: Any, when: str, doc: str) -> Any:
+def _param(
+    default: Any,
+    when: str,
+    doc: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] = (),
+) -> Any:
+    """A parameter; ``low``/``high`` (inclusive) and ``choices`` also go into its descriptor."""
+    meta = {'when': when, 'doc': doc, 'low': low, 'high': high, 'choices': choices}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={'when': when, 'doc': doc})
-    return field(default=default, metadata={'when': when, 'doc': doc})
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -34,32 +44,54 @@ class NodeParams:
 
     model_dir: str = _param('', 'reload', 'model directory written by flowclas-train')
     backbone_weights: str = _param('', 'reload', 'backbone checkpoint overriding the stored path')
-    backend: str = _param('torch', 'reload', f'inference backend: {", ".join(BACKENDS)}')
+    backend: str = _param('torch', 'reload', 'inference backend', choices=BACKENDS)
     precision: str = _param(
-        'fp32', 'reload', 'fp32, fp16 (CUDA; TensorRT builds per layer), bf16 (torch only)'
+        'fp32',
+        'reload',
+        'fp32, fp16 (CUDA; TensorRT builds per layer), bf16 (torch only)',
+        choices=tuple(PRECISIONS),
     )
     engine_cache_dir: str = _param(
         '', 'reload', 'exported ONNX graphs and TensorRT engines ("" = <model_dir>/engines)'
     )
     torch_compile: str = _param(
-        'none', 'reload', 'torch backend: none, default, reduce-overhead (CUDA graphs)'
+        'none',
+        'reload',
+        'torch backend: none, default, reduce-overhead (CUDA graphs)',
+        choices=COMPILE_MODES,
     )
     device: str = _param('auto', 'reload', 'auto (cuda when present), cpu, cuda or cuda:N')
     input_size_policy: str = _param(
         'model',
         'reload',
-        'model: resize frames to the trained size; keep_aspect: same pixel count, camera aspect',
+        'model: size frames as in training; fixed: exactly input_size; keep_aspect: its pixel '
+        "count at the camera's aspect; native: the camera's own scale, shrunk to at most that "
+        'count',
+        choices=SIZE_POLICIES,
     )
-    output_scale: float = _param(1.0, 'live', 'output resolution as a fraction of the input')
-    cpu_threads: int = _param(0, 'restart', 'torch CPU threads (0: torch default)')
+    output_scale: float = _param(
+        1.0, 'live', 'output resolution as a fraction of the input (> 0)', low=0.0, high=4.0
+    )
+    cpu_threads: int = _param(
+        0, 'restart', 'torch CPU threads (0: torch default)', low=0, high=1024
+    )
     cameras: list[str] = _param(
         [''], 'restart', 'camera namespaces served by one model ("" = the node namespace)'
     )
     input_transport: str = _param(
-        'raw', 'restart', 'raw: <camera>/image; compressed: <camera>/image/compressed'
+        'raw',
+        'restart',
+        'raw: <camera>/image; compressed: <camera>/image/compressed',
+        choices=TRANSPORTS,
     )
-    input_reliability: str = _param('reliable', 'restart', 'input QoS: reliable, best_effort')
-    input_depth: int = _param(1, 'restart', 'input QoS queue depth')
+    input_reliability: str = _param(
+        'auto',
+        'restart',
+        'input QoS: auto (reliable when every publisher offers it, else best_effort; '
+        'follows publishers as they come and go), reliable, best_effort',
+        choices=RELIABILITIES,
+    )
+    input_depth: int = _param(1, 'restart', 'input QoS queue depth', low=1, high=1000)
     process_every_frame: bool = _param(
         False, 'restart', 'queue frames instead of keeping the newest (bag evaluation)'
     )
@@ -67,45 +99,73 @@ class NodeParams:
         True, 'live', 'when busy, wait for the next frame rather than take one half a frame old'
     )
     max_queue: int = _param(
-        100, 'restart', 'frames queued per camera (and input QoS depth) in process_every_frame'
+        100,
+        'restart',
+        'frames queued per camera (and input QoS depth) in process_every_frame',
+        low=1,
+        high=100_000,
     )
     mask_mode: str = _param(
         MaskRule.mode,
         'live',
         'fixed: score >= threshold; fpr: thresholds for target_fpr of normal pixels and frames; '
         'nfa: a contrario regions, no threshold',
+        choices=MASK_MODES,
     )
     threshold: float = _param(
-        MaskRule.threshold, 'live', 'mask_mode fixed: threshold on the calibrated score'
+        MaskRule.threshold,
+        'live',
+        'mask_mode fixed: threshold on the calibrated score',
+        low=0.0,
+        high=1.0,
     )
     target_fpr: float = _param(
         MaskRule.target_fpr,
         'live',
-        'mask_mode fpr: fraction of normal pixels, and of normal frames, marked',
+        'mask_mode fpr: fraction of normal pixels, and of normal frames, marked (> 0)',
+        low=0.0,
+        high=0.5,
     )
     nfa_log10_epsilon: float = _param(
         MaskRule.log10_epsilon,
         'live',
         'mask_mode nfa: log10 of the false-alarm regions allowed per frame',
+        low=-100.0,
+        high=100.0,
     )
     nfa_null: str = _param(
         MaskRule.nfa_null,
         'live',
         'mask_mode nfa: chi2 (C degrees of freedom, parameter-free) or fitted (on normal '
         'validation patches: fewer false alarms)',
+        choices=NFA_NULLS,
     )
     score_range: list[float] = _param(
         [0.0, 1.0], 'live', 'calibrated score range the heatmap colours span'
     )
     mask_min_area: int = _param(
-        MaskRule.min_area, 'live', 'mask regions under this many pixels are dropped'
+        MaskRule.min_area,
+        'live',
+        'mask regions under this many pixels are dropped',
+        low=0,
+        high=2**31 - 1,
     )
-    max_rate_hz: float = _param(0.0, 'live', 'process at most this often per camera (0: any)')
+    max_rate_hz: float = _param(
+        0.0, 'live', 'process at most this often per camera (0: any)', low=0.0, high=1000.0
+    )
     publish_overlay: bool = _param(False, 'live', 'publish anomaly/overlay (heatmap on input)')
-    expected_rate_hz: float = _param(0.0, 'live', 'diagnostics WARN below this rate (0: off)')
-    max_latency_ms: float = _param(500.0, 'live', 'diagnostics WARN above this mean latency')
-    input_timeout_s: float = _param(5.0, 'live', 'diagnostics ERROR after this long without input')
-    diagnostics_period_s: float = _param(1.0, 'restart', 'how often /diagnostics is published')
+    expected_rate_hz: float = _param(
+        0.0, 'live', 'diagnostics WARN below this rate (0: off)', low=0.0, high=1000.0
+    )
+    max_latency_ms: float = _param(
+        500.0, 'live', 'diagnostics WARN above this mean latency (> 0)', low=0.0, high=1e6
+    )
+    input_timeout_s: float = _param(
+        5.0, 'live', 'diagnostics ERROR after this long without input (> 0)', low=0.0, high=1e5
+    )
+    diagnostics_period_s: float = _param(
+        1.0, 'restart', 'how often /diagnostics is published', low=0.01, high=3600.0
+    )
 
     def replace(self, values: dict[str, Any]) -> NodeParams:
         """A copy with ``values`` applied, validated; raises ``ValueError`` with the reason."""
@@ -119,28 +179,23 @@ class NodeParams:
         return out
 
     def validate(self) -> None:
+        for name, meta in PARAMS.items():
+            value = getattr(self, name)
+            if meta['choices'] and value not in meta['choices']:
+                raise ValueError(f'{name} must be one of {meta["choices"]}, got {value!r}')
+            low, high = meta['low'], meta['high']
+            if low is not None and not low <= value <= high:
+                raise ValueError(f'{name} must be in [{low}, {high}], got {value}')
         checks = [
-            (self.backend in BACKENDS, f'backend must be one of {BACKENDS}'),
-            (self.precision in PRECISIONS, f'precision must be one of {tuple(PRECISIONS)}'),
-            (self.torch_compile in COMPILE_MODES, f'torch_compile must be one of {COMPILE_MODES}'),
-            (self.input_size_policy in SIZE_POLICIES, f'input_size_policy: {SIZE_POLICIES}'),
-            (0 < self.output_scale <= 4, 'output_scale must be in (0, 4]'),
-            (self.cpu_threads >= 0, 'cpu_threads must be >= 0'),
+            (self.output_scale > 0, 'output_scale must be > 0'),
             (len(self.cameras) > 0, 'cameras must name at least one namespace'),
             (len(set(self.cameras)) == len(self.cameras), 'cameras must not repeat'),
-            (self.input_transport in TRANSPORTS, f'input_transport must be one of {TRANSPORTS}'),
-            (self.input_reliability in RELIABILITIES, f'input_reliability: {RELIABILITIES}'),
-            (self.input_depth >= 1, 'input_depth must be >= 1'),
-            (self.max_queue >= 1, 'max_queue must be >= 1'),
             (
                 len(self.score_range) == 2 and self.score_range[0] < self.score_range[1],
                 'score_range must be [low, high] with low < high',
             ),
-            (self.max_rate_hz >= 0, 'max_rate_hz must be >= 0'),
-            (self.expected_rate_hz >= 0, 'expected_rate_hz must be >= 0'),
             (self.max_latency_ms > 0, 'max_latency_ms must be > 0'),
             (self.input_timeout_s > 0, 'input_timeout_s must be > 0'),
-            (self.diagnostics_period_s > 0, 'diagnostics_period_s must be > 0'),
         ]
         for ok, message in checks:
             if not ok:

@@ -43,6 +43,14 @@ def ros_args(namespace: str, params: dict) -> list[str]:
     return args
 
 
+# The managed node, started as its console script would start it.
+LIFECYCLE_NODE = [
+    sys.executable,
+    '-c',
+    'from flowclas_ros.ros.node import main_lifecycle; raise SystemExit(main_lifecycle())',
+]
+
+
 class NodeProcess:
     """flowclas_node started as users start it; its log goes to a file shown on failure."""
 
@@ -79,6 +87,26 @@ class NodeProcess:
                 self.proc.wait()
         self._file.close()
         return self.proc.returncode
+
+
+def start_node(log_dir: Path, client: Client, namespace: str, topic: str, **params) -> NodeProcess:
+    """A node process, once its diagnostics for ``topic`` say it is up (or it has exited)."""
+    node = NodeProcess(log_dir, namespace, **params)
+    status = f'flowclas: /{namespace}/{topic}'
+    try:
+        wait_for(
+            lambda: (
+                node.proc.poll() is not None
+                or (client.diagnostics(status) or (None,))[0] is not None
+            ),
+            60,
+            f'diagnostics of {status}',
+        )
+    except AssertionError:
+        node.stop()
+        raise AssertionError(node.text()) from None
+    assert node.proc.poll() is None, node.text()
+    return node
 
 
 def _value(value) -> ParameterValue:
@@ -132,18 +160,22 @@ class Client:
         level = status.level[0] if isinstance(status.level, bytes) else status.level
         return level, status.message, {kv.key: kv.value for kv in status.values}
 
-    def set_parameters(self, node: str, **values) -> list:
-        client = self.node.create_client(SetParameters, f'{node}/set_parameters')
+    def call(self, srv_type: type, name: str, request: object, timeout: float = 30.0):
+        """Call service ``name`` and return its response (fails after ``timeout``)."""
+        client = self.node.create_client(srv_type, name)
         try:
-            assert client.wait_for_service(timeout_sec=10), f'no {node}/set_parameters'
-            request = SetParameters.Request(
-                parameters=[Parameter(name=k, value=_value(v)) for k, v in values.items()]
-            )
+            assert client.wait_for_service(timeout_sec=10), f'no service {name}'
             future = client.call_async(request)
-            wait_for(future.done, 10, 'set_parameters reply')
-            return future.result().results
+            wait_for(future.done, timeout, f'{name} reply')
+            return future.result()
         finally:
             self.node.destroy_client(client)
+
+    def set_parameters(self, node: str, **values) -> list:
+        request = SetParameters.Request(
+            parameters=[Parameter(name=k, value=_value(v)) for k, v in values.items()]
+        )
+        return self.call(SetParameters, f'{node}/set_parameters', request).results
 
     def close(self) -> None:
         self.executor.shutdown()

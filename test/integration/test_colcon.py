@@ -54,10 +54,12 @@ def test_colcon_build_then_run_the_installed_node(tmp_path):
     assert Path(share) == install / 'flowclas_ros' / 'share' / 'flowclas_ros'
     assert (Path(share) / 'launch' / 'flowclas.launch.py').is_file()
     assert (Path(share) / 'config' / 'flowclas.yaml').is_file()
+    assert (Path(share) / 'config' / 'flowclas.rviz').is_file()
 
     # Where `ros2 run flowclas_ros flowclas_node` looks.
     exe = install / 'flowclas_ros' / 'lib' / 'flowclas_ros' / 'flowclas_node'
     assert exe.is_file()
+    assert exe.with_name('flowclas_lifecycle_node').is_file()
     model = make_model(tmp_path / 'model', 64)
     client = Client()
     node = NodeProcess(tmp_path, 'installed', command=[str(exe)], env=env, model_dir=str(model))

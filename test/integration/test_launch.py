@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """The launch file, read statically (``launch`` does not install from PyPI), against the node.
 
-What it names must exist: the package, the executable, the parameters file, every parameter it
-sets, and every topic it remaps must be one the node really subscribes to.
+What it names must exist: the package, the executables, the parameters file, every parameter it
+sets, and every topic it remaps must be one the node really subscribes to. Its pure helpers
+(camera list, remappings) are compiled from the file and run.
 """
 
 import ast
@@ -13,6 +14,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import rclpy
 from rclpy.parameter import Parameter
+import yaml
 
 from flowclas_ros.ros.node import NODE_NAME, FlowClasNode
 from flowclas_ros.ros.params import PARAMS
@@ -20,7 +22,10 @@ from flowclas_ros.ros.params import PARAMS
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / 'launch' / 'flowclas.launch.py'
-REQUIRED_ARGUMENTS = {'namespace', 'image', 'params_file', 'use_sim_time'}
+REQUIRED_ARGUMENTS = {
+    'namespace', 'image', 'cameras', 'params_file', 'model_dir', 'use_sim_time', 'managed',
+    'log_level', 'respawn',
+}  # fmt: skip
 
 
 @pytest.fixture(scope='module')
@@ -49,18 +54,44 @@ def _console_scripts():
     raise AssertionError('no console_scripts in setup.py')
 
 
-def test_package_executable_and_name(tree):
+def test_package_executables_and_name(tree):
     kw = _node_call(tree)
     package = ET.parse(ROOT / 'package.xml').getroot().findtext('name')
     assert ast.literal_eval(kw['package']) == package
     scripts = _console_scripts()
-    executable = ast.literal_eval(kw['executable'])
-    assert scripts[executable] == 'flowclas_ros.ros.node:main'
+    choice = kw['executable']  # '<managed>' if ... else '<plain>'
+    executables = {ast.literal_eval(choice.body), ast.literal_eval(choice.orelse)}
+    assert {scripts[e] for e in executables} == {
+        'flowclas_ros.ros.node:main',
+        'flowclas_ros.ros.node:main_lifecycle',
+    }
     assert ast.literal_eval(kw['name']) == NODE_NAME
     assert any(
         isinstance(n, ast.FunctionDef) and n.name == 'generate_launch_description'
         for n in tree.body
     )
+
+
+@pytest.fixture(scope='module')
+def helpers(tree):
+    """The launch file's functions that need no ``launch``, compiled and run here."""
+    pure = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in PURE_HELPERS]
+    namespace = {}
+    exec(compile(ast.Module(body=pure, type_ignores=[]), str(LAUNCH), 'exec'), namespace)  # noqa: S102
+    return namespace
+
+
+PURE_HELPERS = ('_flag', '_camera_list', '_remappings')
+
+
+def test_camera_list_and_flags_parse_what_users_type(helpers):
+    parse = helpers['_camera_list']
+    assert parse('[front, rear]') == ['front', 'rear']
+    assert parse("['front','rear']") == ['front', 'rear']
+    assert parse('front,rear') == ['front', 'rear']
+    assert parse('') == parse('[]') == []
+    assert helpers['_flag']('True')
+    assert not helpers['_flag']('false')
 
 
 def test_arguments_and_parameters_file(tree):
@@ -89,14 +120,9 @@ def _override_keys(tree):
     return keys
 
 
-def _remapped(tree):
-    remappings = _node_call(tree)['remappings']
-    return {ast.literal_eval(pair.elts[0]) for pair in remappings.elts}
-
-
 @pytest.fixture(scope='module')
 def nodes():
-    """The node itself, with raw and with compressed input (no model: it only declares)."""
+    """The node itself: raw input, compressed input, two cameras (no model: it only declares)."""
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=99)
     made = [
@@ -105,6 +131,11 @@ def nodes():
             context=context,
             namespace='compressed',
             parameter_overrides=[Parameter('input_transport', value='compressed')],
+        ),
+        FlowClasNode(
+            context=context,
+            namespace='two',
+            parameter_overrides=[Parameter('cameras', value=['front', 'rear'])],
         ),
     ]
     yield made
@@ -118,14 +149,38 @@ def test_parameters_it_sets_are_declared_by_the_node(tree, nodes):
     assert declared >= set(PARAMS)
     assert declared - set(PARAMS) <= {'use_sim_time', 'start_type_description_service'}
     overrides = _override_keys(tree)
-    assert overrides == {'use_sim_time', 'model_dir'}
+    assert overrides == {'use_sim_time', 'model_dir', 'cameras'}
     assert overrides <= declared
 
 
-def test_remapped_topics_are_the_node_inputs(tree, nodes):
-    raw, compressed = nodes
-    subscribed = {s.topic_name.lstrip('/') for s in raw.subscriptions}
-    subscribed |= {s.topic_name.removeprefix('/compressed/') for s in compressed.subscriptions}
-    remapped = _remapped(tree)
-    assert remapped == {'image', 'image/compressed', 'camera_info'}
-    assert remapped <= subscribed
+def _subscribed(node, prefix):
+    return {s.topic_name.removeprefix(prefix) for s in node.subscriptions}
+
+
+def test_remapped_topics_are_the_node_inputs(helpers, nodes):
+    raw, compressed, two = nodes
+    remap = helpers['_remappings']
+    one = dict(remap([], '/camera/color/image_raw'))
+    assert one == {
+        'image': '/camera/color/image_raw',
+        'image/compressed': '/camera/color/image_raw/compressed',
+        'camera_info': '/camera/color/camera_info',
+    }
+    assert set(one) <= _subscribed(raw, '/') | _subscribed(compressed, '/compressed/')
+    both = dict(remap(['front', 'rear'], 'image_raw'))
+    assert both['front/image'] == 'front/image_raw'
+    assert both['rear/camera_info'] == 'rear/camera_info'
+    assert both['rear/image/compressed'] == 'rear/image_raw/compressed'
+    uncompressed = {k for k in both if not k.endswith('compressed')}
+    assert uncompressed == _subscribed(two, '/two/')
+
+
+def test_rviz_config_shows_the_input_and_the_three_image_outputs(nodes):
+    config = yaml.safe_load((ROOT / 'config' / 'flowclas.rviz').read_text())
+    displays = config['Visualization Manager']['Displays']
+    assert {d['Class'] for d in displays} == {'rviz_default_plugins/Image'}
+    topics = [d['Topic']['Value'] for d in displays]
+    assert topics == ['/image', '/anomaly/heatmap', '/anomaly/mask', '/anomaly/overlay']
+    raw = nodes[0]
+    assert topics[0] in {s.topic_name for s in raw.subscriptions}
+    assert set(topics[1:]) <= {p.topic_name for p in raw.publishers}

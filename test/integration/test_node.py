@@ -13,7 +13,17 @@ from models import make_model, smooth_image
 import numpy as np
 from PIL import Image as PILImage
 import pytest
-from rosnode import Client, NodeProcess, Outputs, next_stamp, rss_mb, send, wait_for
+from rcl_interfaces.srv import DescribeParameters
+from rosnode import (
+    Client,
+    NodeProcess,
+    Outputs,
+    next_stamp,
+    rss_mb,
+    send,
+    start_node,
+    wait_for,
+)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from flowclas_ros.core.data.imagemsg import compressed_to_rgb, image_to_rgb
@@ -47,29 +57,11 @@ def logs(tmp_path_factory):
     return tmp_path_factory.mktemp('logs')
 
 
-def _start(logs, client, namespace, topic, **params):
-    node = NodeProcess(logs, namespace, **params)
-    status = f'flowclas: /{namespace}/{topic}'
-    try:
-        wait_for(
-            lambda: (
-                node.proc.poll() is not None
-                or (client.diagnostics(status) or (None,))[0] in (STALE, OK, ERROR)
-            ),
-            60,
-            f'diagnostics of {status}',
-        )
-    except AssertionError:
-        node.stop()
-        raise AssertionError(node.text()) from None
-    assert node.proc.poll() is None, node.text()
-    return node
-
-
 @pytest.fixture(scope='module')
 def raw_node(logs, client, model_dir):
     params = {'model_dir': str(model_dir), 'cameras': ['cam_a', 'cam_b']}
-    node = _start(logs, client, 'raw', 'cam_a/image', diagnostics_period_s=0.2, **params)
+    params['input_reliability'] = 'reliable'  # explicit: test_incompatible_qos_is_reported
+    node = start_node(logs, client, 'raw', 'cam_a/image', diagnostics_period_s=0.2, **params)
     wait_for(
         lambda: client.diagnostics('flowclas: /raw/cam_a/image')[0] == STALE,
         60,
@@ -235,13 +227,30 @@ def test_mask_modes_switch_live_and_match_the_core(raw_node, client, model_dir, 
         _serve(client, raw_node, status, model_dir)
 
 
-def test_bad_and_restart_only_parameter_changes_are_refused(raw_node, client):
-    (result,) = client.set_parameters(raw_node.name, input_transport='compressed')
-    assert not result.successful
-    assert 'restart' in result.reason
-    (result,) = client.set_parameters(raw_node.name, threshold=1.5)
-    assert not result.successful
-    assert 'threshold' in result.reason
+def test_parameters_describe_their_range_and_refuse_values_outside_it(raw_node, client):
+    request = DescribeParameters.Request(
+        names=['threshold', 'mask_min_area', 'cameras', 'backend']
+    )
+    reply = client.call(DescribeParameters, f'{raw_node.name}/describe_parameters', request)
+    threshold, min_area, cameras, backend = reply.descriptors
+    assert (
+        threshold.floating_point_range[0].from_value,
+        threshold.floating_point_range[0].to_value,
+    ) == (0.0, 1.0)
+    assert min_area.integer_range[0].from_value == 0
+    assert cameras.read_only
+    assert not threshold.read_only
+    assert 'onnxruntime' in backend.additional_constraints
+    for values, reason in [
+        ({'input_transport': 'compressed'}, 'read-only'),
+        ({'threshold': 1.5}, 'Min: 0.0, Max: 1.0'),
+        ({'mask_min_area': -3}, 'Min: 0, Max: 2147483647'),
+        ({'threshold': 2}, 'threshold must be in [0.0, 1.0]'),  # an integer: the node's check
+        ({'backend': 'tensorflow'}, "backend must be one of ('torch'"),
+    ]:
+        (result,) = client.set_parameters(raw_node.name, **values)
+        assert not result.successful, values
+        assert reason in result.reason, (values, result.reason)
 
 
 def test_second_camera_shares_the_model_and_idle_outputs_are_not_computed(
@@ -278,7 +287,7 @@ def _compressed(rgb, fmt):
 
 
 def test_compressed_input(logs, client, model_dir, detector):
-    node = _start(
+    node = start_node(
         logs, client, 'comp', 'image/compressed', model_dir=str(model_dir),
         input_transport='compressed', diagnostics_period_s=0.2,
     )  # fmt: skip
@@ -303,7 +312,7 @@ def test_compressed_input(logs, client, model_dir, detector):
 
 
 def test_best_effort_input_with_overlay_and_camera_info(logs, client, model_dir, detector):
-    node = _start(
+    node = start_node(
         logs, client, 'be', 'image', model_dir=str(model_dir), input_reliability='best_effort',
         output_scale=0.5, publish_overlay=True,
     )  # fmt: skip
@@ -336,7 +345,7 @@ def test_best_effort_input_with_overlay_and_camera_info(logs, client, model_dir,
 
 
 def test_every_frame_mode_processes_a_burst_completely(logs, client, model_dir):
-    node = _start(
+    node = start_node(
         logs, client, 'every', 'image', model_dir=str(model_dir), process_every_frame=True,
     )  # fmt: skip
     try:
@@ -359,7 +368,7 @@ def test_every_frame_mode_processes_a_burst_completely(logs, client, model_dir):
 @pytest.mark.slow
 def test_overload_keeps_latency_bounded_and_counts_superseded_frames(logs, client, tmp_path):
     model_dir = make_model(tmp_path / 'm320', 320)
-    node = _start(
+    node = start_node(
         logs, client, 'busy', 'image', model_dir=str(model_dir), cpu_threads=1,
         diagnostics_period_s=0.5,
     )  # fmt: skip
@@ -402,7 +411,7 @@ def test_overload_keeps_latency_bounded_and_counts_superseded_frames(logs, clien
 def test_missing_model_is_an_error_status_until_a_good_one_is_set(
     logs, client, model_dir, detector
 ):
-    node = _start(logs, client, 'nomodel', 'image', model_dir='/nonexistent/model')
+    node = start_node(logs, client, 'nomodel', 'image', model_dir='/nonexistent/model')
     try:
         status = 'flowclas: /nomodel/image'
         level, message, _ = wait_for(
@@ -437,7 +446,7 @@ def test_invalid_parameters_stop_the_node_with_one_line(logs, client):
 
 @pytest.mark.slow
 def test_onnxruntime_backend(logs, client, model_dir, detector, tmp_path):
-    node = _start(
+    node = start_node(
         logs, client, 'ort', 'image', model_dir=str(model_dir), backend='onnxruntime',
         engine_cache_dir=str(tmp_path / 'engines'),
     )  # fmt: skip
@@ -467,7 +476,7 @@ def test_fuzzed_frames_are_each_counted_and_every_good_one_scored(
     compressed = transport == 'compressed'
     topic = 'image/compressed' if compressed else 'image'
     msg_type = CompressedImage if compressed else Image
-    node = _start(
+    node = start_node(
         logs, client, f'fuzz_{transport}', topic, model_dir=str(model_dir),
         input_transport=transport, process_every_frame=True, max_queue=200,
         diagnostics_period_s=0.2,
