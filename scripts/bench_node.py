@@ -4,9 +4,11 @@
 
 Starts the node in its own process, publishes 640x480 rgb8 frames at a camera rate over real
 DDS, and listens to score, heatmap and mask. The node reports, per frame, receive-to-publish
-latency and the time of the core call (``Detector``) inside it; the difference of their medians
-is what the ROS layer adds (waiting for the worker, conversion, colour map, mask, publishing).
-For reference the core is also timed alone on the same frames, with no ROS traffic around it.
+latency, the time of the core call (``Detector``) inside it, their difference (what the ROS
+layer adds: waiting for the worker, conversion, mask and colour map, messages, publishing) and
+the time of each of those stages. For reference the core is also timed alone on the same
+frames, with no ROS traffic around it, and the end-to-end latency (publish to score arrival)
+is divided by it.
 
     .venv/bin/python scripts/bench_node.py [--model DIR] [--rate 30] [--seconds 20]
 
@@ -95,7 +97,7 @@ def run_node(args: argparse.Namespace, model: Path, frames: list[np.ndarray]) ->
     bench = rclpy.create_node('flowclas_bench', context=context)
     lock = threading.Lock()
     arrivals: dict[int, float] = {}
-    windows: list[tuple[int, float, float]] = []
+    windows: list[tuple[int, dict[str, float]]] = []  # (frames, the node's medians)
     measuring = threading.Event()
 
     def on_score(msg: Image) -> None:
@@ -110,13 +112,14 @@ def run_node(args: argparse.Namespace, model: Path, frames: list[np.ndarray]) ->
                 values = {kv.key: kv.value for kv in status.values}
                 n = int(float(values['output_rate_hz']) * window + 0.5)
                 if n and values['latency_median_ms'] != 'nan':
-                    windows.append(
-                        (
-                            n,
-                            float(values['latency_median_ms']),
-                            float(values['inference_median_ms']),
-                        )
-                    )
+                    medians = {
+                        k.removeprefix('stage.').removesuffix('_ms'): float(v)
+                        for k, v in values.items()
+                        if k.startswith('stage.') and v != 'nan'
+                    }
+                    medians['latency'] = float(values['latency_median_ms'])
+                    medians['overhead'] = float(values['overhead_median_ms'])
+                    windows.append((n, medians))
 
     bench.create_subscription(Image, '/bench/anomaly/score', on_score, 10)
     for name in ('heatmap', 'mask'):
@@ -166,17 +169,21 @@ def run_node(args: argparse.Namespace, model: Path, frames: list[np.ndarray]) ->
         node.wait(10)
 
     # Medians over frames of the node's own measures, from its per-window medians.
-    def median_over_frames(index: int) -> float:
-        values = [w[index] for w in windows for _ in range(w[0])]
+    def median_over_frames(key: str) -> float:
+        values = [w[key] for n, w in windows if key in w for _ in range(n)]
         return statistics.median(values) if values else float('nan')
+
+    from flowclas_ros.ros.diagnostics import STAGES
 
     return {
         'frames_sent': len(sent),
         'frames_out': len(latencies),
         'publish_rate_hz': len(sent) / args.seconds,
         'output_rate_hz': len(latencies) / args.seconds,
-        'node_latency_median_ms': median_over_frames(1),
-        'node_inference_median_ms': median_over_frames(2),
+        'node_latency_median_ms': median_over_frames('latency'),
+        'node_inference_median_ms': median_over_frames('inference'),
+        'node_overhead_median_ms': median_over_frames('overhead'),
+        'stage_median_ms': {k: median_over_frames(k) for k in STAGES},
         'end_to_end_median_ms': statistics.median(latencies),
         'end_to_end_p95_ms': float(np.percentile(latencies, 95)),
     }
@@ -204,17 +211,22 @@ def main(argv: list[str] | None = None) -> int:
         model = Path(args.model) if args.model else default_model(Path(tmp) / 'model')
         result = run_node(args, model, frames)
         result['core_alone_median_ms'] = time_core(model, frames)
-    result['overhead_ms'] = result['node_latency_median_ms'] - result['node_inference_median_ms']
+    result['end_to_end_over_core_alone'] = (
+        result['end_to_end_median_ms'] / result['core_alone_median_ms']
+    )
     r = result
     print(
         f'{args.width}x{args.height} rgb8 at {args.rate:g} Hz for {args.seconds:g} s: '
         f'{r["frames_sent"]} sent, {r["frames_out"]} scored ({r["output_rate_hz"]:.1f} Hz)\n'
         f'  node receive-to-publish, median          {r["node_latency_median_ms"]:7.1f} ms\n'
         f'  core inference in the node, median       {r["node_inference_median_ms"]:7.1f} ms\n'
-        f'  overhead (difference of medians)         {r["overhead_ms"]:7.1f} ms\n'
+        f'  overhead (latency less inference, per frame) {r["node_overhead_median_ms"]:4.1f} ms\n'
         f'  core inference alone (no ROS), median    {r["core_alone_median_ms"]:7.1f} ms\n'
         f'  end to end (publish to score arrival)    {r["end_to_end_median_ms"]:7.1f} ms median, '
-        f'{r["end_to_end_p95_ms"]:.1f} ms p95'
+        f'{r["end_to_end_p95_ms"]:.1f} ms p95\n'
+        f'  end to end / core alone                  {r["end_to_end_over_core_alone"]:7.2f}\n'
+        '  per stage, median: '
+        + ', '.join(f'{k} {v:.2f} ms' for k, v in r['stage_median_ms'].items())
     )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + '\n')

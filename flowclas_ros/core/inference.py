@@ -3,12 +3,13 @@
 """One image in, calibrated per-pixel scores out: what the node, the benchmark and users call.
 
 Resizing, scoring, upsampling and calibration stay on the model's device; the host gets the
-output-size scores and the small patch grid of latent norms. Masks and colours are NumPy on
-those.
+output-size scores and the small patch grid of latent norms. ``render`` also makes the node's
+masks, colour maps and overlays there, and copies back only the finished images.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,10 @@ from flowclas_ros.core.data.images import SIZE_POLICIES as NETWORK_POLICIES
 from flowclas_ros.core.data.images import network_size, to_batch
 from flowclas_ros.core.engines import Engine, build_engine
 from flowclas_ros.core.errors import ConfigError, InputError
-from flowclas_ros.core.masks import MaskRule, anomaly_mask
+from flowclas_ros.core.masks import THRESHOLD_MODES, MaskRule, anomaly_mask, threshold_hits
 from flowclas_ros.core.model import FlowClasModel, load_model, upsample
 from flowclas_ros.core.scoring import calibrate
+from flowclas_ros.core.visualize import heatmap, overlay
 
 # 'model': the policy the model was trained with (its config's size_policy).
 SIZE_POLICIES = ('model', *NETWORK_POLICIES)
@@ -144,11 +146,76 @@ class Detector:
 
     def postprocess(self, scores: torch.Tensor, frame_size: tuple[int, int]) -> np.ndarray:
         """Raw patch scores -> calibrated scores at the output size, copied to the host once."""
+        return self._calibrated(scores, frame_size).cpu().numpy()
+
+    def _calibrated(self, scores: torch.Tensor, frame_size: tuple[int, int]) -> torch.Tensor:
+        """Raw ``(1, h, w)`` patch scores -> calibrated ``(H, W)`` float32 on the device."""
         scores = upsample(scores, self.output_size(*frame_size))
-        out = calibrate(scores, self.model.config.calibration)[0].float().cpu().numpy()
-        if not np.isfinite(out).all():
+        out = calibrate(scores, self.model.config.calibration)[0].float()
+        if not bool(torch.isfinite(out).all()):
             raise InputError('non_finite_scores', 'the model produced NaN or inf scores')
         return out
+
+    @torch.no_grad()
+    def render(
+        self,
+        rgb: np.ndarray,
+        outputs: Collection[str],
+        rule: MaskRule | None = None,
+        score_range: tuple[float, float] = (0.0, 1.0),
+        lap: Callable[[str], None] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """What the node publishes for one frame, made on the model's device.
+
+        ``outputs`` names the images wanted: ``score`` (calibrated float32), ``mask`` (uint8
+        0/255 by ``rule``), ``heatmap`` (uint8 RGB over ``score_range``) and ``overlay`` (the
+        heatmap blended on the frame). Scaling, calibration, colour lookup, thresholds and
+        blending run where the model ran; each wanted image is then copied to the host once
+        (on a CPU the copies are views). Only ``nfa`` masks and ``min_area`` need the host
+        (region labelling). ``lap(stage)``, if given, is called after ``inference`` and
+        ``postprocess``.
+        """
+        rule = rule or MaskRule()
+        scores_raw, norms = self.engine(self.preprocess(rgb))
+        scores = self._calibrated(scores_raw, rgb.shape[:2])
+        if lap is not None:
+            lap('inference')
+        # On a CPU the host is the device, and NumPy does these element-wise steps faster.
+        on_host = self.device.type == 'cpu'
+        values = scores.numpy() if on_host else scores
+        images: dict[str, torch.Tensor | np.ndarray] = {}
+        if 'score' in outputs:
+            images['score'] = values
+        if 'mask' in outputs:
+            if rule.mode in THRESHOLD_MODES and rule.min_area <= 1:
+                hits = threshold_hits(values, rule, self.model.config.calibration)
+                images['mask'] = (hits.astype(np.uint8) if on_host else hits.to(torch.uint8)) * 255
+            else:
+                host_norms = self.host_norms(norms) if rule.mode == 'nfa' else None
+                images['mask'] = self.mask(scores.cpu().numpy(), host_norms, rule)
+        if 'heatmap' in outputs or 'overlay' in outputs:
+            colour = heatmap(values, *score_range)
+            if 'heatmap' in outputs:
+                images['heatmap'] = colour
+            if 'overlay' in outputs:
+                images['overlay'] = overlay(self._frame_at(rgb, scores.shape, on_host), colour)
+        out = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in images.items()}
+        if lap is not None:
+            lap('postprocess')
+        return out
+
+    def _frame_at(
+        self, rgb: np.ndarray, size: tuple[int, int], on_host: bool
+    ) -> np.ndarray | torch.Tensor:
+        """The uint8 frame at the output size: an array on the host, else on the device."""
+        if tuple(size) == rgb.shape[:2]:
+            if on_host:
+                return rgb
+            owned = rgb if rgb.flags.writeable and rgb.flags.c_contiguous else rgb.copy()
+            return torch.from_numpy(owned).to(self.device)
+        frame = to_batch([rgb], tuple(size), self.device)[0].permute(1, 2, 0)
+        frame = frame.mul(255).round_().to(torch.uint8)
+        return frame.numpy() if on_host else frame
 
     @staticmethod
     def host_norms(norms: torch.Tensor) -> np.ndarray:

@@ -13,6 +13,7 @@ under the chi-square null with C degrees of freedom (``nfa_null='chi2'``, U-Flow
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 
 import numpy as np
 from scipy import ndimage
@@ -26,6 +27,8 @@ from flowclas_ros.core.thresholds.fpr import fpr_thresholds
 from flowclas_ros.core.thresholds.nfa import nfa_mask
 
 MASK_MODES = ('fixed', 'fpr', 'nfa')
+# Rules that only compare each pixel's score with a threshold (no region analysis).
+THRESHOLD_MODES = ('fixed', 'fpr')
 NFA_NULLS = ('chi2', 'fitted')
 
 
@@ -118,21 +121,25 @@ def anomaly_mask(
         channels: latent dimensions, the chi-square degrees of freedom of the ``chi2`` null.
     """
     require(rule, calibration, norms is not None)
-    if rule.mode == 'fixed':
-        hits = scores >= rule.threshold
-    elif rule.mode == 'fpr':
-        pixel, frame = calibrated_fpr_thresholds(calibration, rule.target_fpr)
-        hits = (
-            scores >= pixel
-            if scores.size and scores.max() >= frame
-            else np.zeros_like(scores, bool)
-        )
+    if rule.mode in THRESHOLD_MODES:
+        hits = threshold_hits(scores, rule, calibration)
     else:
         dof = channels
         if rule.nfa_null == 'fitted':
             norms, dof = norms / calibration.latent_null.scale, calibration.latent_null.dof
         hits = resize_mask(nfa_mask(norms, dof, rule.log10_epsilon), scores.shape)
     return drop_small(hits, rule.min_area).astype(np.uint8) * 255
+
+
+def threshold_hits(
+    scores: np.ndarray | torch.Tensor, rule: MaskRule, calibration: Calibration
+) -> np.ndarray | torch.Tensor:
+    """The ``fixed`` and ``fpr`` rules: boolean hits, on the scores' device for a tensor."""
+    if rule.mode == 'fixed':
+        return scores >= rule.threshold
+    pixel, frame = calibrated_fpr_thresholds(calibration, rule.target_fpr)
+    frame_flagged = scores.shape[0] * scores.shape[1] > 0 and float(scores.max()) >= frame
+    return scores >= (pixel if frame_flagged else math.inf)
 
 
 def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

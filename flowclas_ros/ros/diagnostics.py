@@ -24,6 +24,13 @@ OK, WARN, ERROR, STALE = (
 )
 
 
+# A frame's way through the node, in order (``stage.<name>_ms`` in diagnostics): DDS transit from
+# the publisher's send to the callback (Iron and newer), waiting for the worker, message to RGB,
+# the core call (upload, network, calibration, copy back), mask / colour map / overlay, arrays
+# to messages, publishing.
+STAGES = ('transit', 'queue', 'convert', 'inference', 'postprocess', 'serialize', 'publish')
+
+
 @dataclass
 class Limits:
     """Bounds that turn numbers into a level (from the node's parameters)."""
@@ -40,7 +47,8 @@ class _Window:
     rejected: int = 0
     warnings: int = 0
     latencies: list[float] = field(default_factory=list)  # receive to publish, ms
-    inference: list[float] = field(default_factory=list)  # the core's call alone, ms
+    overheads: list[float] = field(default_factory=list)  # the same less the core call, ms
+    stages: dict[str, list[float]] = field(default_factory=dict)  # per-stage times, ms
 
 
 class CameraStats:
@@ -94,12 +102,17 @@ class CameraStats:
             self._window.warnings += 1
             self.last_error = message
 
-    def on_processed(self, latency_s: float, inference_s: float, input_age_ms: float) -> None:
+    def on_processed(
+        self, latency_s: float, stages_ms: dict[str, float], input_age_ms: float
+    ) -> None:
+        """One frame out: its receive-to-publish latency and the time of each stage on the way."""
         with self._lock:
             self.processed += 1
             self._window.processed += 1
             self._window.latencies.append(latency_s * 1000)
-            self._window.inference.append(inference_s * 1000)
+            self._window.overheads.append(latency_s * 1000 - stages_ms.get('inference', 0.0))
+            for name, ms in stages_ms.items():
+                self._window.stages.setdefault(name, []).append(ms)
             self.input_age_ms = input_age_ms
 
     def report(
@@ -153,11 +166,13 @@ class CameraStats:
             'latency_mean_ms': f'{lat_mean:.1f}',
             'latency_median_ms': f'{_median(lat):.1f}',
             'latency_max_ms': f'{max(lat, default=math.nan):.1f}',
-            'inference_median_ms': f'{_median(window.inference):.1f}',
+            'inference_median_ms': f'{_median(window.stages.get("inference", [])):.1f}',
+            'overhead_median_ms': f'{_median(window.overheads):.1f}',
             'input_age_ms': f'{age:.1f}',
             'last_error': last_error,
         }
         values = counts | values
+        values |= {f'stage.{k}_ms': f'{_median(window.stages.get(k, [])):.2f}' for k in STAGES}
         values |= info
         status = DiagnosticStatus()
         status.level = level

@@ -20,7 +20,6 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
-from PIL import Image as PILImage
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -44,10 +43,9 @@ from flowclas_ros.core.data.imagemsg import (
     image_to_rgb,
 )
 from flowclas_ros.core.device import hardware_name, resolve_device
-from flowclas_ros.core.errors import ConfigError, FlowclasError, InputError
+from flowclas_ros.core.errors import FlowclasError, InputError
 from flowclas_ros.core.inference import Detector
-from flowclas_ros.core.masks import MaskRule
-from flowclas_ros.core.visualize import heatmap, overlay
+from flowclas_ros.core.masks import MaskRule, missing
 from flowclas_ros.ros.conversions import array_to_image, scaled_camera_info
 from flowclas_ros.ros.diagnostics import ERROR, OK, STALE, WARN, CameraStats, Limits
 from flowclas_ros.ros.params import PARAMS, NodeParams
@@ -66,6 +64,7 @@ except ImportError:  # Humble
 
 NODE_NAME = 'flowclas'
 OUTPUTS = ('score', 'heatmap', 'mask', 'overlay')
+_ENCODINGS = {'score': '32FC1', 'heatmap': 'rgb8', 'mask': 'mono8', 'overlay': 'rgb8'}
 _RELIABILITY = {
     'reliable': ReliabilityPolicy.RELIABLE,
     'best_effort': ReliabilityPolicy.BEST_EFFORT,
@@ -77,6 +76,20 @@ _NAMES = {v: k for k, v in _RELIABILITY.items()}
 class _Frame:
     msg: Image | CompressedImage
     received: float  # time.monotonic() when the callback ran
+    transit_ms: float  # publisher's send to the callback (NaN where rclpy does not say)
+
+
+class _Laps:
+    """Per-stage times of one frame: each call closes the stage that began at the last one."""
+
+    def __init__(self, start: float) -> None:
+        self.last = start
+        self.ms: dict[str, float] = {}
+
+    def __call__(self, stage: str) -> None:
+        now = time.monotonic()
+        self.ms[stage] = (now - self.last) * 1000
+        self.last = now
 
 
 def _input_topic(namespace: str, params: NodeParams) -> tuple[str, str]:
@@ -387,7 +400,10 @@ class _FlowClas:
     def on_frame(self, camera: _Camera, msg: Image | CompressedImage, info: dict | None) -> None:
         now = time.monotonic()
         camera.stats.on_receive(now)
-        sequence = (info or {}).get('publication_sequence_number') or 0
+        info = info or {}
+        sent = info.get('source_timestamp') or 0  # ns, the publisher's system clock
+        transit_ms = (time.time_ns() - sent) / 1e6 if sent else math.nan
+        sequence = info.get('publication_sequence_number') or 0
         if sequence > 0:
             last, camera.last_sequence = camera.last_sequence, sequence
             # A step back means a new or a second publisher: start counting again.
@@ -412,7 +428,7 @@ class _FlowClas:
             elif camera.pending:
                 camera.pending.clear()
                 camera.stats.on_superseded()
-            camera.pending.append(_Frame(msg, now))
+            camera.pending.append(_Frame(msg, now, transit_ms))
             self._cond.notify()
 
     def on_incompatible_qos(self, camera: _Camera, event: object) -> None:
@@ -497,37 +513,33 @@ class _FlowClas:
             camera.stats.on_skipped('rate_limited')
             return
         camera.last_start = frame.received
+        lap = _Laps(frame.received)
+        lap('queue')
         rgb = camera.convert(frame.msg)
-        started = time.monotonic()
+        lap('convert')
         rule = MaskRule.from_settings(params)
-        scores, norms = detector.detect(rgb, 'mask' in wanted and rule.mode == 'nfa')
-        inference = time.monotonic() - started
+        unavailable = missing(rule, detector.model.config.calibration, has_norms=True)
+        if 'mask' in wanted and unavailable:  # the model lacks what the rule needs
+            camera.stats.on_warning('mask_unavailable', f'no mask: {unavailable}')
+            wanted = wanted - {'mask'}
+        arrays = detector.render(rgb, wanted, rule, tuple(params.score_range), lap)
         header = frame.msg.header
-        if 'score' in wanted:
-            camera.publishers['score'].publish(array_to_image(scores, '32FC1', header))
-        if 'mask' in wanted:
-            try:
-                mask = detector.mask(scores, norms, rule)
-            except ConfigError as exc:  # the model lacks what the rule needs: others still go out
-                camera.stats.on_warning('mask_unavailable', f'no mask: {exc}')
-            else:
-                camera.publishers['mask'].publish(array_to_image(mask, 'mono8', header))
-        if wanted & {'heatmap', 'overlay'}:
-            colour = heatmap(scores, *params.score_range)
-            if 'heatmap' in wanted:
-                camera.publishers['heatmap'].publish(array_to_image(colour, 'rgb8', header))
-            if 'overlay' in wanted:
-                base = _resize(rgb, scores.shape)
-                camera.publishers['overlay'].publish(
-                    array_to_image(overlay(base, colour), 'rgb8', header)
-                )
+        messages = [
+            (camera.publishers[name], array_to_image(array, _ENCODINGS[name], header))
+            for name, array in arrays.items()
+        ]
         if camera.camera_info is not None:
-            info = scaled_camera_info(camera.camera_info, *scores.shape)
+            info = scaled_camera_info(camera.camera_info, *detector.output_size(*rgb.shape[:2]))
             info.header = header
-            camera.info_publisher.publish(info)
+            messages.append((camera.info_publisher, info))
+        lap('serialize')
+        for publisher, msg in messages:
+            publisher.publish(msg)
+        lap('publish')
         stamp = Time.from_msg(header.stamp)
         age_ms = (self.get_clock().now() - stamp).nanoseconds / 1e6
-        camera.stats.on_processed(time.monotonic() - frame.received, inference, age_ms)
+        stages = {'transit': frame.transit_ms} if math.isfinite(frame.transit_ms) else {}
+        camera.stats.on_processed(time.monotonic() - frame.received, stages | lap.ms, age_ms)
 
     # ----- diagnostics -----------------------------------------------------------------------
 
@@ -670,12 +682,6 @@ class FlowClasLifecycleNode(_FlowClas, LifecycleNode):
         self._close_cameras()
         self._free_model()
         self.lifecycle_state = state
-
-
-def _resize(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if rgb.shape[:2] == tuple(shape):
-        return rgb
-    return np.asarray(PILImage.fromarray(rgb).resize((shape[1], shape[0]), PILImage.BILINEAR))
 
 
 def _spin(make: type[_FlowClas], program: str, args: list[str] | None) -> int:

@@ -30,3 +30,18 @@ def test_cuda_scores_match_the_cpu(model_dir, tmp_path, backend, precision, atol
     )(rgb)
     assert gpu.shape == cpu.shape
     np.testing.assert_allclose(gpu, cpu, atol=atol)
+
+
+def test_outputs_made_on_the_gpu_are_the_cpu_bytes(model_dir):
+    rgb = smooth_image(120, 160, seed=4)
+    wanted = {'score', 'mask', 'heatmap', 'overlay'}
+    cpu = Detector.load(model_dir).render(rgb, wanted)
+    gpu = Detector.load(model_dir, device='cuda').render(rgb, wanted)
+    np.testing.assert_allclose(gpu['score'], cpu['score'], atol=1e-3)
+    near = np.abs(cpu['score'] - 0.5) < 2e-3  # the default threshold: rounding may flip these
+    np.testing.assert_array_equal(gpu['mask'][~near], cpu['mask'][~near])
+    # The same scores coloured on either side give the same bytes.
+    from flowclas_ros.core.visualize import heatmap
+
+    scores = torch.from_numpy(cpu['score'])
+    np.testing.assert_array_equal(heatmap(scores.cuda()).cpu().numpy(), heatmap(cpu['score']))

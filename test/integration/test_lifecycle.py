@@ -16,6 +16,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from flowclas_ros.core.data.imagemsg import image_to_rgb
 from flowclas_ros.core.device import hardware_name
 from flowclas_ros.core.inference import Detector
+from flowclas_ros.ros.diagnostics import STAGES
 
 pytestmark = pytest.mark.ros
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
@@ -160,6 +161,12 @@ def test_auto_qos_follows_the_publishers_and_camera_info_goes_with_every_output(
         )
         values = client.diagnostics(status)[2]
         assert values['frames_lost'] == '0'
+        # The per-stage budget: every stage timed, each within the frame's latency.
+        send(reliable, msg, lambda _: client.diagnostics(status)[2]['stage.publish_ms'] != 'nan')
+        values = client.diagnostics(status)[2]
+        stages = [float(values[f'stage.{s}_ms']) for s in STAGES]
+        assert all(0 <= ms < float(values['latency_max_ms']) for ms in stages[1:]), values
+        assert 0 <= stages[0] < 5000  # DDS transit, between two clocks of this machine
         assert values['hardware'] == hardware_name('cpu')
         # camera_info goes out with every output frame, under the frame's stamp.
         wait_for(lambda: len(infos) >= len(outputs.lists['score']), 10, 'camera_info')

@@ -10,8 +10,10 @@ from flowclas_ros.core.config import Calibration, ModelConfig
 from flowclas_ros.core.data.images import to_batch
 from flowclas_ros.core.errors import ConfigError, InputError
 from flowclas_ros.core.inference import Detector
+from flowclas_ros.core.masks import MaskRule, threshold_hits
 from flowclas_ros.core.model import build_model, load_model, save_model
 from flowclas_ros.core.scoring import calibrate
+from flowclas_ros.core.visualize import heatmap, overlay
 
 
 @pytest.fixture(scope='module')
@@ -111,3 +113,39 @@ def test_detect_gives_the_standardized_latent_norms(model):
     assert norms.dtype == np.float64
     assert norms.shape == want.shape == (4, 4)  # the patch grid (stride 16), not the frame
     np.testing.assert_allclose(norms, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize('scale', [1.0, 0.5])
+@pytest.mark.parametrize(
+    'rule', [MaskRule(threshold=0.4), MaskRule(threshold=0.4, min_area=9)], ids=['fixed', 'area']
+)
+def test_render_gives_what_the_numpy_path_gives(model, scale, rule):
+    detector = Detector(model, output_scale=scale)
+    rgb = _image(48, 80, seed=2)[:, :, ::-1]  # a bgr8 frame viewed as RGB: negative strides
+    out = detector.render(rgb, {'score', 'mask', 'heatmap', 'overlay'}, rule, (0.2, 0.8))
+    scores = detector(rgb)
+    np.testing.assert_array_equal(out['score'], scores)
+    np.testing.assert_array_equal(out['mask'], detector.mask(scores, None, rule))
+    colour = heatmap(scores, 0.2, 0.8)
+    np.testing.assert_array_equal(out['heatmap'], colour)
+    assert out['overlay'].shape == (*scores.shape, 3)
+    if scale == 1.0:
+        np.testing.assert_array_equal(out['overlay'], overlay(rgb, colour))
+    assert set(detector.render(rgb, {'mask'}, rule)) == {'mask'}
+
+
+def test_tensor_and_array_colours_and_thresholds_are_the_same_bytes():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(0.5, 0.4, (30, 40)).astype(np.float32)
+    scores[0, :4] = [np.nan, np.inf, -np.inf, 0.5]
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    tensor = torch.from_numpy(scores.copy())
+    np.testing.assert_array_equal(heatmap(tensor, 0.1, 0.9).numpy(), heatmap(scores, 0.1, 0.9))
+    colour = heatmap(scores)
+    blended = overlay(torch.from_numpy(image), torch.from_numpy(colour), 0.3).numpy()
+    np.testing.assert_array_equal(blended, overlay(image, colour, 0.3))
+    calibration = Calibration()
+    np.testing.assert_array_equal(
+        threshold_hits(tensor, MaskRule(threshold=0.6), calibration).numpy(),
+        threshold_hits(scores, MaskRule(threshold=0.6), calibration),
+    )
