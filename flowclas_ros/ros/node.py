@@ -33,6 +33,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.subscription import Subscription
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -55,12 +56,9 @@ try:
 except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
-try:  # Iron and newer pass the publisher's sequence number, which reveals frames DDS dropped.
-    from rclpy.subscription import MessageInfo  # noqa: F401
-
-    _WITH_INFO = True
-except ImportError:  # Humble
-    _WITH_INFO = False
+# Iron and newer call a two-argument callback with the message info: the publisher's sequence
+# number (which reveals frames DDS dropped) and its send time.
+_WITH_INFO = hasattr(Subscription, 'CallbackType')
 
 NODE_NAME = 'flowclas'
 OUTPUTS = ('score', 'heatmap', 'mask', 'overlay')
@@ -311,7 +309,8 @@ class _FlowClas:
     def _free_model(self) -> None:
         """Drop the model and give its memory back (and the GPU's cache, where there is one)."""
         with self._reload_lock:
-            device, self._detector, self._model_dir, self._device = self._device, None, '', ''
+            device, self._device = self._device, ''
+            self._detector, self._model_dir, self._hardware = None, '', ''
         gc.collect()
         if device.startswith('cuda'):
             import torch
