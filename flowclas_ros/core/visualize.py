@@ -29,7 +29,9 @@ LUT = LUT.round().astype(np.uint8)
 _LUTS: dict[torch.device, torch.Tensor] = {}
 
 
-def heatmap(scores: np.ndarray | torch.Tensor, lo: float = 0.0, hi: float = 1.0):
+def heatmap(
+    scores: np.ndarray | torch.Tensor, lo: float = 0.0, hi: float = 1.0
+) -> np.ndarray | torch.Tensor:
     """``(H, W)`` scores -> ``(H, W, 3)`` uint8 RGB over the fixed range [lo, hi].
 
     A tensor is coloured on its device (the node colours where the model ran and copies back
@@ -54,7 +56,7 @@ def heatmap(scores: np.ndarray | torch.Tensor, lo: float = 0.0, hi: float = 1.0)
 
 def overlay(
     image: np.ndarray | torch.Tensor, colour: np.ndarray | torch.Tensor, weight: float = 0.5
-):
+) -> np.ndarray | torch.Tensor:
     """Blend a ``(H, W, 3)`` uint8 colour image onto an RGB image of the same size.
 
     Tensors (on one device) or arrays, returned as given; the two give the same bytes.

@@ -26,8 +26,8 @@ OK, WARN, ERROR, STALE = (
 
 # A frame's way through the node, in order (``stage.<name>_ms`` in diagnostics): DDS transit from
 # the publisher's send to the callback (Iron and newer), waiting for the worker, message to RGB,
-# the core call (upload, network, calibration, copy back), mask / colour map / overlay, arrays
-# to messages, publishing.
+# the core call (upload, network, calibration at the output size), mask / colour map / overlay
+# and their copy to the host, arrays to messages, publishing.
 STAGES = ('transit', 'queue', 'convert', 'inference', 'postprocess', 'serialize', 'publish')
 
 
