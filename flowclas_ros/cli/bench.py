@@ -19,7 +19,7 @@ import statistics
 import tempfile
 import time
 
-from flowclas_ros.cli.common import run_tool
+from flowclas_ros.cli.common import add_backbone_args, backbone_from_args, run_tool
 from flowclas_ros.core.engines import BACKENDS
 from flowclas_ros.core.engines.pytorch import COMPILE_MODES, PRECISIONS
 from flowclas_ros.core.jsonio import write_json
@@ -32,8 +32,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument('--model', help='model directory (default: untrained, as configured below)')
-    p.add_argument('--backbone', default='efficientnet_lite0')
-    p.add_argument('--weights', help='backbone checkpoint (DINOv2: random init without one)')
+    add_backbone_args(p)
     p.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'))
     p.add_argument('--backend', nargs='+', choices=BACKENDS, default=['torch'])
     p.add_argument('--precision', default='fp32', choices=tuple(PRECISIONS))
@@ -50,9 +49,7 @@ def _default_model(args: argparse.Namespace, directory: Path) -> Path:
     from flowclas_ros.core.config import ModelConfig
     from flowclas_ros.core.model import build_model, save_model
 
-    config = ModelConfig()
-    config.backbone.name = args.backbone
-    config.backbone.weights = args.weights
+    config = ModelConfig(backbone=backbone_from_args(args, need_weights=False))
     if args.input_size:
         config.input_size = list(args.input_size)
     elif args.backbone.startswith('dinov2'):

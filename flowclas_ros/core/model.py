@@ -16,6 +16,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from flowclas_ros.core.backbones import FeatureExtractor, build_backbone
+from flowclas_ros.core.backbones.stacked import Stacked
 from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.data.images import SIZE_POLICIES
 from flowclas_ros.core.errors import ConfigError, ModelFileError
@@ -115,9 +116,11 @@ def upsample(scores: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.
 
 
 def build_model(config: ModelConfig) -> FlowClasModel:
-    backbone = build_backbone(
-        config.backbone.name, config.backbone.weights, config.backbone.layers
-    )
+    b = config.backbone
+    backbone = build_backbone(b.name, b.weights, b.layers)
+    if b.extra is not None:
+        extra = build_backbone(b.extra.name, b.extra.weights, b.extra.layers)
+        backbone = Stacked(backbone, extra)
     return FlowClasModel(config, backbone)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image as PILImage
 import torch
 
-from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.config import BackboneConfig, ModelConfig
 from flowclas_ros.core.data.images import to_batch
 from flowclas_ros.core.data.synthetic import make_surface_dataset
 from flowclas_ros.core.model import build_model, save_model
@@ -32,7 +32,9 @@ def make_model(path, size, standardize=False):
     ``standardize`` also fits the base Gaussian to the latents of those images, as training
     would: their latent norms then look chi-square, and the NFA rule marks only what differs.
     """
-    model = build_model(ModelConfig(input_size=[size, size])).eval()
+    # EfficientNet-Lite0 alone: its stride-16 grid gives the small test frames enough patches.
+    config = ModelConfig(input_size=[size, size], backbone=BackboneConfig())
+    model = build_model(config).eval()
     batch = to_batch([smooth_image(size, size, seed=s) for s in range(4)], (size, size))
     with torch.no_grad():
         if standardize:

