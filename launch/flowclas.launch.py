@@ -12,7 +12,10 @@ under each camera namespace (``front/image_raw``, ``rear/image_raw``). ``camera_
 taken from beside each image topic; with ``input_transport: compressed`` in the parameters the
 node reads ``<image>/compressed``. ``managed:=true`` starts the lifecycle node, which a
 lifecycle manager (or ``ros2 lifecycle set``) configures and activates. Other settings go in a
-copy of ``config/flowclas.yaml`` passed as ``params_file:=...``.
+copy of ``config/flowclas.yaml`` passed as ``params_file:=...``. The node's Fast DDS
+participant uses ``config/fastdds_large_frames.xml`` (camera-sized messages through shared
+memory in one piece) unless a profile is already set in the environment or
+``fastdds_profile:=none``.
 """
 
 import os
@@ -32,6 +35,11 @@ ARGUMENTS = {
     'managed': ('false', 'start the lifecycle node (configure and activate it to run)'),
     'log_level': ('info', 'debug, info, warn, error or fatal'),
     'respawn': ('false', 'start the node again when it exits'),
+    'fastdds_profile': (
+        'auto',
+        'Fast DDS XML profile of the node: auto (the package config/fastdds_large_frames.xml '
+        'unless the environment names one), none, or a path',
+    ),
 }
 
 
@@ -60,11 +68,23 @@ def _remappings(cameras, image):
     return pairs
 
 
+def _fastdds_env(choice, shipped, environ):
+    """The environment that gives the node a Fast DDS profile (variables of Fast DDS 3 and 2)."""
+    names = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+    choice = choice.strip()
+    if choice.lower() == 'none':
+        return {}
+    if choice.lower() == 'auto':
+        if any(environ.get(n) for n in names):  # the user's own profile wins
+            return {}
+        choice = shipped
+    return dict.fromkeys(names, choice)
+
+
 def _node(context):
     arg = {name: context.launch_configurations[name] for name in ARGUMENTS}
-    params_file = arg['params_file'] or os.path.join(
-        get_package_share_directory('flowclas_ros'), 'config', 'flowclas.yaml'
-    )
+    config = os.path.join(get_package_share_directory('flowclas_ros'), 'config')
+    params_file = arg['params_file'] or os.path.join(config, 'flowclas.yaml')
     cameras = _camera_list(arg['cameras'])
     overrides = {'use_sim_time': _flag(arg['use_sim_time'])}
     if arg['model_dir']:
@@ -84,6 +104,11 @@ def _node(context):
             arguments=['--ros-args', '--log-level', arg['log_level']],
             respawn=_flag(arg['respawn']),
             respawn_delay=2.0,
+            additional_env=_fastdds_env(
+                arg['fastdds_profile'],
+                os.path.join(config, 'fastdds_large_frames.xml'),
+                os.environ,
+            ),
         )
     ]
 

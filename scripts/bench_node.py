@@ -7,15 +7,15 @@ DDS, and listens to score, heatmap and mask. The node reports, per frame, receiv
 latency, the time of the core call (``Detector``) inside it, their difference (what the ROS
 layer adds: waiting for the worker, conversion, mask and colour map, messages, publishing) and
 the time of each of those stages. For reference the core is also timed alone on the same
-frames, with no ROS traffic around it, and the end-to-end latency (publish to score arrival)
-is divided by it.
+frames, with no ROS traffic around it (before and after the node's run, pooled), and the
+end-to-end latency (publish to score arrival) is divided by it.
 
     .venv/bin/python scripts/bench_node.py [--model DIR] [--rate 30] [--seconds 20]
+        [--fastdds-profile config/fastdds_large_frames.xml]
 
 Without ``--model``, an untrained model at a fixed 320x320 with 4 flow steps is used (the cost
-does not depend on the flow's weights): EfficientNet-Lite0 alone, the default until the DINOv2
-encoder was appended and what the README's table was measured with, or with ``--encoders
-default`` the default's two encoders.
+does not depend on the flow's weights): EfficientNet-Lite0 alone, or with ``--encoders
+default`` the default's two encoders (the README's table has both).
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--frames', type=int, default=30, help='distinct frames, published in turn')
     p.add_argument(
         '-p', '--param', action='append', default=[], help='node parameter NAME:=VALUE (repeat)'
+    )
+    p.add_argument(
+        '--fastdds-profile',
+        help='Fast DDS XML profile for the bench and the node, e.g. '
+        'config/fastdds_large_frames.xml (default: as the environment says)',
     )
     p.add_argument('--json', help='also write the numbers here')
     return p.parse_args(argv)
@@ -95,6 +100,10 @@ def run_node(args: argparse.Namespace, model: Path, frames: list[np.ndarray]) ->
     from flowclas_ros.ros.conversions import array_to_image
 
     domain = 150 + os.getpid() % 80
+    if args.fastdds_profile:  # read when the first participant is made: ours below, the node's
+        profile = str(Path(args.fastdds_profile).resolve())
+        os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = profile  # Fast DDS 3
+        os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = profile  # Fast DDS 2
     env = os.environ | {'ROS_DOMAIN_ID': str(domain)}
     window = 2.0
     node = subprocess.Popen(
@@ -200,7 +209,8 @@ def run_node(args: argparse.Namespace, model: Path, frames: list[np.ndarray]) ->
     }
 
 
-def time_core(model: Path, frames: list[np.ndarray], repeats: int = 3) -> float:
+def time_core(model: Path, frames: list[np.ndarray], repeats: int = 3) -> list[float]:
+    """The core call's times (ms) on ``frames``, after three warm-up calls."""
     from flowclas_ros.core.inference import Detector
 
     detector = Detector.load(model)
@@ -212,7 +222,7 @@ def time_core(model: Path, frames: list[np.ndarray], repeats: int = 3) -> float:
             start = time.perf_counter()
             detector(frame)
             times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,19 +230,27 @@ def main(argv: list[str] | None = None) -> int:
     frames = make_frames(args.frames, args.height, args.width)
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model or default_model(Path(tmp) / 'model', args.encoders))
+        # Timed before and after the node's run, pooled: this machine's speed drifts.
+        before = time_core(model, frames)
         result = run_node(args, model, frames)
-        result['core_alone_median_ms'] = time_core(model, frames)
+        after = time_core(model, frames)
+    result['core_alone_before_after_ms'] = [statistics.median(before), statistics.median(after)]
+    result['core_alone_median_ms'] = statistics.median(before + after)
     result['end_to_end_over_core_alone'] = (
         result['end_to_end_median_ms'] / result['core_alone_median_ms']
     )
     r = result
+    before_ms, after_ms = r['core_alone_before_after_ms']
+    profile = os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE', 'none')
     print(
-        f'{args.width}x{args.height} rgb8 at {args.rate:g} Hz for {args.seconds:g} s: '
+        f'{args.width}x{args.height} rgb8 at {args.rate:g} Hz for {args.seconds:g} s '
+        f'(Fast DDS profile: {profile}): '
         f'{r["frames_sent"]} sent, {r["frames_out"]} scored ({r["output_rate_hz"]:.1f} Hz)\n'
         f'  node receive-to-publish, median          {r["node_latency_median_ms"]:7.1f} ms\n'
         f'  core inference in the node, median       {r["node_inference_median_ms"]:7.1f} ms\n'
         f'  overhead (latency less inference, per frame) {r["node_overhead_median_ms"]:4.1f} ms\n'
-        f'  core inference alone (no ROS), median    {r["core_alone_median_ms"]:7.1f} ms\n'
+        f'  core inference alone (no ROS), median    {r["core_alone_median_ms"]:7.1f} ms '
+        f'(before / after the node: {before_ms:.1f} / {after_ms:.1f})\n'
         f'  end to end (publish to score arrival)    {r["end_to_end_median_ms"]:7.1f} ms median, '
         f'{r["end_to_end_p95_ms"]:.1f} ms p95\n'
         f'  end to end / core alone                  {r["end_to_end_over_core_alone"]:7.2f}\n'

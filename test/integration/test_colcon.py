@@ -55,6 +55,7 @@ def test_colcon_build_then_run_the_installed_node(tmp_path):
     assert (Path(share) / 'launch' / 'flowclas.launch.py').is_file()
     assert (Path(share) / 'config' / 'flowclas.yaml').is_file()
     assert (Path(share) / 'config' / 'flowclas.rviz').is_file()
+    assert (Path(share) / 'config' / 'fastdds_large_frames.xml').is_file()
 
     # Where `ros2 run flowclas_ros flowclas_node` looks.
     exe = install / 'flowclas_ros' / 'lib' / 'flowclas_ros' / 'flowclas_node'

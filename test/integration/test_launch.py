@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / 'launch' / 'flowclas.launch.py'
 REQUIRED_ARGUMENTS = {
     'namespace', 'image', 'cameras', 'params_file', 'model_dir', 'use_sim_time', 'managed',
-    'log_level', 'respawn',
+    'log_level', 'respawn', 'fastdds_profile',
 }  # fmt: skip
 
 
@@ -81,7 +81,7 @@ def helpers(tree):
     return namespace
 
 
-PURE_HELPERS = ('_flag', '_camera_list', '_remappings')
+PURE_HELPERS = ('_flag', '_camera_list', '_remappings', '_fastdds_env')
 
 
 def test_camera_list_and_flags_parse_what_users_type(helpers):
@@ -92,6 +92,21 @@ def test_camera_list_and_flags_parse_what_users_type(helpers):
     assert parse('') == parse('[]') == []
     assert helpers['_flag']('True')
     assert not helpers['_flag']('false')
+
+
+def test_fastdds_profile_choice(helpers, tree):
+    env = helpers['_fastdds_env']
+    names = {'FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'}
+    assert env('auto', '/share/p.xml', {}) == dict.fromkeys(names, '/share/p.xml')
+    assert env('auto', '/share/p.xml', {'FASTRTPS_DEFAULT_PROFILES_FILE': '/mine.xml'}) == {}
+    assert env(' None ', '/share/p.xml', {}) == {}
+    assert env('/mine.xml', '/share/p.xml', {'FASTDDS_DEFAULT_PROFILES_FILE': '/x'}) == (
+        dict.fromkeys(names, '/mine.xml')
+    )
+    call = ast.unparse(_node_call(tree)['additional_env'])
+    assert "'fastdds_large_frames.xml'" in call
+    assert 'fastdds_profile' in call
+    assert (ROOT / 'config' / 'fastdds_large_frames.xml').is_file()
 
 
 def test_arguments_and_parameters_file(tree):
