@@ -12,10 +12,9 @@ under each camera namespace (``front/image_raw``, ``rear/image_raw``). ``camera_
 taken from beside each image topic; with ``input_transport: compressed`` in the parameters the
 node reads ``<image>/compressed``. ``managed:=true`` starts the lifecycle node, which a
 lifecycle manager (or ``ros2 lifecycle set``) configures and activates. Other settings go in a
-copy of ``config/flowclas.yaml`` passed as ``params_file:=...``. The node's Fast DDS
-participant uses ``config/fastdds_large_frames.xml`` (camera-sized messages through shared
-memory in one piece) unless a profile is already set in the environment or
-``fastdds_profile:=none``.
+copy of ``config/flowclas.yaml`` passed as ``params_file:=...``. ``fastdds_profile:=large_frames``
+gives the node's Fast DDS participant ``config/fastdds_large_frames.xml`` (camera-sized
+messages through shared memory in one piece).
 """
 
 import os
@@ -36,9 +35,9 @@ ARGUMENTS = {
     'log_level': ('info', 'debug, info, warn, error or fatal'),
     'respawn': ('false', 'start the node again when it exits'),
     'fastdds_profile': (
-        'auto',
-        'Fast DDS XML profile of the node: auto (the package config/fastdds_large_frames.xml '
-        'unless the environment names one), none, or a path',
+        'none',
+        'Fast DDS XML profile of the node: none (as the environment says), large_frames '
+        '(the package config/fastdds_large_frames.xml), or a path',
     ),
 }
 
@@ -68,17 +67,13 @@ def _remappings(cameras, image):
     return pairs
 
 
-def _fastdds_env(choice, shipped, environ):
+def _fastdds_env(choice, shipped):
     """The environment that gives the node a Fast DDS profile (variables of Fast DDS 3 and 2)."""
-    names = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
     choice = choice.strip()
-    if choice.lower() == 'none':
+    if choice.lower() in ('', 'none'):
         return {}
-    if choice.lower() == 'auto':
-        if any(environ.get(n) for n in names):  # the user's own profile wins
-            return {}
-        choice = shipped
-    return dict.fromkeys(names, choice)
+    path = shipped if choice.lower() == 'large_frames' else choice
+    return dict.fromkeys(('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'), path)
 
 
 def _node(context):
@@ -105,9 +100,7 @@ def _node(context):
             respawn=_flag(arg['respawn']),
             respawn_delay=2.0,
             additional_env=_fastdds_env(
-                arg['fastdds_profile'],
-                os.path.join(config, 'fastdds_large_frames.xml'),
-                os.environ,
+                arg['fastdds_profile'], os.path.join(config, 'fastdds_large_frames.xml')
             ),
         )
     ]

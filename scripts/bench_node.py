@@ -185,8 +185,11 @@ def run_node(args: argparse.Namespace, model: Path, frames: list[np.ndarray]) ->
         executor.shutdown()
         bench.destroy_node()
         rclpy.shutdown(context=context)
+        died = node.poll()
         node.terminate()
         node.wait(10)
+    if died is not None:
+        raise SystemExit(f'bench: the node exited during the run (code {died})')
 
     # Medians over frames of the node's own measures, from its per-window medians.
     def median_over_frames(key: str) -> float:

@@ -97,12 +97,9 @@ def test_camera_list_and_flags_parse_what_users_type(helpers):
 def test_fastdds_profile_choice(helpers, tree):
     env = helpers['_fastdds_env']
     names = {'FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'}
-    assert env('auto', '/share/p.xml', {}) == dict.fromkeys(names, '/share/p.xml')
-    assert env('auto', '/share/p.xml', {'FASTRTPS_DEFAULT_PROFILES_FILE': '/mine.xml'}) == {}
-    assert env(' None ', '/share/p.xml', {}) == {}
-    assert env('/mine.xml', '/share/p.xml', {'FASTDDS_DEFAULT_PROFILES_FILE': '/x'}) == (
-        dict.fromkeys(names, '/mine.xml')
-    )
+    assert env('none', '/share/p.xml') == env(' None ', '/share/p.xml') == {}
+    assert env('large_frames', '/share/p.xml') == dict.fromkeys(names, '/share/p.xml')
+    assert env('/mine.xml', '/share/p.xml') == dict.fromkeys(names, '/mine.xml')
     call = ast.unparse(_node_call(tree)['additional_env'])
     assert "'fastdds_large_frames.xml'" in call
     assert 'fastdds_profile' in call
