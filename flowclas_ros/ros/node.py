@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+import faulthandler
 import gc
 import math
 import sys
@@ -684,6 +685,9 @@ class FlowClasLifecycleNode(_FlowClas, LifecycleNode):
 
 
 def _spin(make: type[_FlowClas], program: str, args: list[str] | None) -> int:
+    # A crash in native code (DDS, torch) then leaves every thread's Python stack in the log
+    # instead of a process that vanished without a word.
+    faulthandler.enable()
     rclpy.init(args=args)
     node = None
     try:

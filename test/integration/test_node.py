@@ -6,6 +6,7 @@ from collections import Counter
 import io
 import json
 import shutil
+import signal
 import time
 
 from imagemsgs import encode, pack
@@ -447,6 +448,16 @@ def test_invalid_parameters_stop_the_node_with_one_line(logs, client):
     text = node.text()
     assert 'invalid parameters: backend must be one of' in text
     assert 'Traceback' not in text
+
+
+def test_a_native_crash_leaves_the_python_stacks_in_the_log(logs, client):
+    node = start_node(logs, client, 'crash', 'image', model_dir='')
+    node.proc.send_signal(signal.SIGSEGV)
+    node.proc.wait(30)
+    assert node.stop() == -signal.SIGSEGV
+    text = node.text()
+    assert 'Fatal Python error: Segmentation fault' in text
+    assert 'in _spin' in text  # the main thread's stack
 
 
 @pytest.mark.slow
