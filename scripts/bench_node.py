@@ -30,8 +30,12 @@ import sys
 import tempfile
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from flowclas_ros.core.inference import Detector
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -212,11 +216,8 @@ def run_node(args: argparse.Namespace, model: Path, frames: list[np.ndarray]) ->
     }
 
 
-def time_core(model: Path, frames: list[np.ndarray], repeats: int = 3) -> list[float]:
+def time_core(detector: Detector, frames: list[np.ndarray], repeats: int = 3) -> list[float]:
     """The core call's times (ms) on ``frames``, after three warm-up calls."""
-    from flowclas_ros.core.inference import Detector
-
-    detector = Detector.load(model)
     for frame in frames[:3]:
         detector(frame)
     times = []
@@ -233,10 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     frames = make_frames(args.frames, args.height, args.width)
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model or default_model(Path(tmp) / 'model', args.encoders))
+        from flowclas_ros.core.inference import Detector
+
         # Timed before and after the node's run, pooled: this machine's speed drifts.
-        before = time_core(model, frames)
+        detector = Detector.load(model)
+        before = time_core(detector, frames)
         result = run_node(args, model, frames)
-        after = time_core(model, frames)
+        after = time_core(detector, frames)
     result['core_alone_before_after_ms'] = [statistics.median(before), statistics.median(after)]
     result['core_alone_median_ms'] = statistics.median(before + after)
     result['end_to_end_over_core_alone'] = (
