@@ -427,8 +427,9 @@ def test_a_killed_run_keeps_the_old_model_and_readers_never_see_a_mix(data, tmp_
             time.sleep(delay)
             proc.kill()
             proc.wait()
-            if proc.returncode != 0:  # killed before the end: the old model, untouched
-                assert fingerprint() == old
+            if proc.returncode != 0:  # killed: the old model untouched, or the new one whole
+                now = fingerprint()  # (killed after the swap, before the process exited)
+                assert now == old or now[0] == 1
         r = run(*base, *quick, '--seed', '1', '--resume')
         assert r.returncode == 0, r.stderr
     finally:
