@@ -98,10 +98,10 @@ def make_frames(n: int, height: int, width: int) -> list[np.ndarray]:
 def run_node(args: argparse.Namespace, model: Path, frames: list[np.ndarray]) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
     from flowclas_ros.ros.conversions import array_to_image
+    from flowclas_ros.ros.spin import SpinThread
 
     domain = 150 + os.getpid() % 80
     if args.fastdds_profile:  # read when the first participant is made: ours below, the node's
@@ -150,9 +150,7 @@ def run_node(args: argparse.Namespace, model: Path, frames: list[np.ndarray]) ->
         bench.create_subscription(Image, f'/bench/anomaly/{name}', lambda _: None, 10)
     bench.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
     pub = bench.create_publisher(Image, '/bench/image', 10)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(bench)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spin = SpinThread(bench, context)
     messages = [array_to_image(f, 'rgb8', Image().header) for f in frames]
 
     def publish(i: int) -> int:
@@ -186,7 +184,7 @@ def run_node(args: argparse.Namespace, model: Path, frames: list[np.ndarray]) ->
         with lock:
             latencies = [arrivals[s] * 1000 for s in sent if s in arrivals]
     finally:
-        executor.shutdown()
+        spin.stop()
         bench.destroy_node()
         rclpy.shutdown(context=context)
         died = node.poll()

@@ -69,9 +69,10 @@ class Harness:
     def __init__(self, model: Path, params: list[str], transport: str = 'raw') -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile
         from sensor_msgs.msg import CompressedImage, Image
+
+        from flowclas_ros.ros.spin import SpinThread
 
         self.domain = 150 + os.getpid() % 80
         self.topic = '/stress/image' + ('/compressed' if transport == 'compressed' else '')
@@ -104,9 +105,7 @@ class Harness:
         self.client.create_subscription(Image, '/stress/anomaly/score', self._on_score, 10)
         self.client.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
         self.pub = self.client.create_publisher(self.msg_type, self.topic, QoSProfile(depth=1000))
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.client)
-        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self.spin = SpinThread(self.client, self.context)
         self._stamp = 10**9
 
     def _on_score(self, msg: object) -> None:
@@ -167,7 +166,7 @@ class Harness:
             return [(self.arrivals[s] - self.sent[s]) * 1000 for s in stamps if s in self.arrivals]
 
     def close(self) -> None:
-        self.executor.shutdown()
+        self.spin.stop()
         self.client.destroy_node()
         import rclpy
 

@@ -17,7 +17,6 @@ import importlib
 from pathlib import Path
 import queue
 import sys
-import threading
 import time
 from typing import Any
 
@@ -116,8 +115,9 @@ class Recorder:
 
 def play(args: argparse.Namespace) -> int:
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from flowclas_ros.ros.spin import SpinThread
 
     topics = bag_topics(args.bag)
     if args.topics:
@@ -136,9 +136,7 @@ def play(args: argparse.Namespace) -> int:
     recorder = None
     if args.record:
         recorder = Recorder(node, args.record, args.record_topics, args.storage, qos)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spin = SpinThread(node)
     try:
         deadline = time.monotonic() + args.wait_subscribers
         image_topics = [t for t, (m, _) in topics.items() if m in (IMAGE, COMPRESSED)]
@@ -177,7 +175,7 @@ def play(args: argparse.Namespace) -> int:
                 time.sleep(0.05)
             print(f'recorded {recorder.counts} to {args.record}')
     finally:
-        executor.shutdown()
+        spin.stop()
         if recorder is not None:
             recorder.close()
         node.destroy_node()

@@ -253,6 +253,7 @@ class _FlowClas:
         self._model_error = ''
         self._configure_error = ''
         self._loading = False
+        self._loader: threading.Thread | None = None
         self._model_dir = ''
         self._reload_lock = threading.Lock()
         self.cameras: list[_Camera] = []
@@ -323,7 +324,8 @@ class _FlowClas:
     def _reload(self) -> None:
         """Load the model in the background; the current one serves until the new one is ready."""
         self._loading = True
-        threading.Thread(target=self._load, args=(self.params,), daemon=True).start()
+        self._loader = threading.Thread(target=self._load, args=(self.params,), daemon=True)
+        self._loader.start()
 
     def _load(self, params: NodeParams) -> bool:
         """Load and warm up the model, then swap it in; False (reason kept) when that fails."""
@@ -603,6 +605,9 @@ class _FlowClas:
             self._stopping = True
             self._cond.notify_all()
         self._worker.join(timeout=5)
+        # A thread still in torch when Python exits aborts the process (exit -6 on Ctrl-C).
+        if self._loader is not None:
+            self._loader.join(timeout=30)
         super().destroy_node()
 
 

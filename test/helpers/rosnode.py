@@ -17,9 +17,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+
+from flowclas_ros.ros.spin import SpinThread
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'config' / 'flowclas.yaml'
@@ -127,13 +128,10 @@ class Client:
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=DOMAIN)
         self.node = rclpy.create_node('flowclas_test', context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
         self._lock = threading.Lock()
         self.status: dict[str, DiagnosticStatus] = {}
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 50)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+        self._spin = SpinThread(self.node, self.context)
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         with self._lock:
@@ -178,7 +176,7 @@ class Client:
         return self.call(SetParameters, f'{node}/set_parameters', request).results
 
     def close(self) -> None:
-        self.executor.shutdown()
+        self._spin.stop()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
 
