@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
+from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
 
 
 class SpinThread:
@@ -19,7 +20,7 @@ class SpinThread:
     joined before rclpy shuts down.
     """
 
-    def __init__(self, node: Any, context: Any = None) -> None:
+    def __init__(self, node: Node, context: Context | None = None) -> None:
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(node)
         self._stop = threading.Event()
