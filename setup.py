@@ -41,6 +41,7 @@ setup(
             'ros-diagnostic-msgs',
             'ros-rcl-lifecycle',
             'ros-lifecycle-msgs',
+            'ros-visualization-msgs',
         ],
         # Bag tools (flowclas-eval --bag, flowclas-replay, flowclas-make-bag) and HTML reports.
         'bags': ['rosbags', 'matplotlib'],

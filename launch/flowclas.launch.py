@@ -6,15 +6,20 @@
         model_dir:=/path/to/model
     ros2 launch flowclas_ros flowclas.launch.py cameras:="[front, rear]" image:=image_raw \
         model_dir:=/path/to/model managed:=true
+    ros2 launch flowclas_ros flowclas.launch.py image:=/camera/color/image_raw \
+        depth:=/camera/aligned_depth_to_color/image_raw model_dir:=/path/to/model
 
 One camera: ``image`` is its raw image topic. Several: ``image`` is the image topic's name
 under each camera namespace (``front/image_raw``, ``rear/image_raw``). ``camera_info`` is
 taken from beside each image topic; with ``input_transport: compressed`` in the parameters the
-node reads ``<image>/compressed``. ``managed:=true`` starts the lifecycle node, which a
-lifecycle manager (or ``ros2 lifecycle set``) configures and activates. Other settings go in a
-copy of ``config/flowclas.yaml`` passed as ``params_file:=...``. ``fastdds_profile:=large_frames``
-gives the node's Fast DDS participant ``config/fastdds_large_frames.xml`` (camera-sized
-messages through shared memory in one piece).
+node reads ``<image>/compressed``. ``depth`` is a depth image registered to the colour camera
+(16UC1 mm or 32FC1 m; with cameras, its name under each camera); its own ``camera_info`` is
+taken from beside it, and ``anomaly/points`` goes out only while depth arrives.
+``managed:=true`` starts the lifecycle node, which a lifecycle manager (or ``ros2 lifecycle
+set``) configures and activates. Other settings go in a copy of ``config/flowclas.yaml`` passed
+as ``params_file:=...``. ``fastdds_profile:=large_frames`` gives the node's Fast DDS
+participant ``config/fastdds_large_frames.xml`` (camera-sized messages through shared memory
+in one piece).
 """
 
 import os
@@ -27,6 +32,11 @@ from launch_ros.actions import Node
 ARGUMENTS = {
     'namespace': ('', 'namespace of the node and its anomaly/* outputs'),
     'image': ('image', 'input image topic; with cameras, its name under each camera'),
+    'depth': (
+        'depth',
+        'depth image registered to the colour camera (for anomaly/points); with cameras, its '
+        'name under each camera',
+    ),
     'cameras': ('', 'camera namespaces sharing one model, e.g. "[front, rear]" (""= one)'),
     'params_file': ('', 'parameters YAML (default: the package config/flowclas.yaml)'),
     'model_dir': ('', 'model directory; overrides the one in params_file when set'),
@@ -52,17 +62,27 @@ def _camera_list(text):
     return [n for n in names if n]
 
 
-def _remappings(cameras, image):
-    """Each camera's ``image``, ``image/compressed`` and ``camera_info`` onto the real topics."""
+def _remappings(cameras, image, depth='depth'):
+    """Each camera's image, camera_info and depth topics onto the real ones.
+
+    ``image``, ``image/compressed``, ``camera_info``, ``depth`` and ``depth/camera_info``;
+    each camera_info is taken from beside its image.
+    """
     pairs = []
     for camera in cameras or ['']:
         prefix = f'{camera}/' if camera else ''
         topic = f'{prefix}{image}' if camera else image
         info = topic.rsplit('/', 1)[0] + '/camera_info' if '/' in topic else 'camera_info'
+        depth_topic = f'{prefix}{depth}' if camera else depth
+        depth_info = f'{prefix}depth/camera_info'
+        if depth != 'depth':
+            depth_info = depth_topic.rsplit('/', 1)[0] + '/camera_info'
         pairs += [
             (f'{prefix}image', topic),
             (f'{prefix}image/compressed', topic + '/compressed'),
             (f'{prefix}camera_info', info),
+            (f'{prefix}depth', depth_topic),
+            (f'{prefix}depth/camera_info', depth_info),
         ]
     return pairs
 
@@ -95,7 +115,7 @@ def _node(context):
             output='screen',
             emulate_tty=True,
             parameters=[params_file, overrides],
-            remappings=_remappings(cameras, arg['image']),
+            remappings=_remappings(cameras, arg['image'], arg['depth']),
             arguments=['--ros-args', '--log-level', arg['log_level']],
             respawn=_flag(arg['respawn']),
             respawn_delay=2.0,

@@ -8,15 +8,44 @@ No cv_bridge: it breaks with NumPy 2 on Humble and Jazzy.
 from __future__ import annotations
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from flowclas_ros.core.data.imagemsg import image_fields
+from flowclas_ros.core.geometry import cloud_fields
 
 
 def array_to_image(array: np.ndarray, encoding: str, header: object) -> Image:
     """A C-contiguous ``(H, W[, C])`` array -> ``sensor_msgs/Image`` (little-endian)."""
     msg = Image(**image_fields(array, encoding))
     msg.header = header
+    return msg
+
+
+_FIELDS: dict[np.dtype, list[PointField]] = {}
+
+
+def array_to_cloud(array: np.ndarray, header: object) -> PointCloud2:
+    """A 1-D little-endian structured array -> an unordered ``sensor_msgs/PointCloud2``.
+
+    One point per element, its fields named and typed as the dtype's, the bytes copied once;
+    ``is_dense`` says whether every float in it is finite.
+    """
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = 1, int(array.size)
+    fields = _FIELDS.get(array.dtype)
+    if fields is None:  # messages are slow to build in rclpy: one table per layout
+        fields = _FIELDS[array.dtype] = [
+            PointField(name=name, offset=offset, datatype=datatype, count=1)
+            for name, offset, datatype in cloud_fields(array.dtype)
+        ]
+    msg.fields = fields
+    msg.is_bigendian = False
+    msg.point_step = array.dtype.itemsize
+    msg.row_step = array.dtype.itemsize * int(array.size)
+    msg.data = np.ascontiguousarray(array).tobytes()
+    floats = [n for n in array.dtype.names if array.dtype[n].kind == 'f']
+    msg.is_dense = bool(all(np.isfinite(array[n]).all() for n in floats))
     return msg
 
 

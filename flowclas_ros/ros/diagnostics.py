@@ -27,8 +27,14 @@ OK, WARN, ERROR, STALE = (
 # A frame's way through the node, in order (``stage.<name>_ms`` in diagnostics): DDS transit from
 # the publisher's send to the callback (Iron and newer), waiting for the worker, message to RGB,
 # the core call (upload, network, calibration at the output size), mask / colour map / overlay
-# and their copy to the host, arrays to messages, publishing.
-STAGES = ('transit', 'queue', 'convert', 'inference', 'postprocess', 'serialize', 'publish')
+# and their copy to the host, matching a depth image by stamp, points and regions with their
+# messages, image arrays to messages, publishing.
+STAGES = (
+    'transit', 'queue', 'convert', 'inference', 'postprocess', 'depth', 'points', 'serialize',
+    'publish',
+)  # fmt: skip
+# Stages only frames with a subscriber to anomaly/points, regions or markers go through.
+GEOMETRY_STAGES = ('depth', 'points')
 
 
 @dataclass
@@ -64,6 +70,8 @@ class CameraStats:
         self.skipped: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.warnings: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # named totals that do not change the level
+        self.notes: dict[str, str] = {}  # named states, reported as they are
         self.last_error = ''
         self.last_receive: float | None = None
         self.input_age_ms = math.nan
@@ -102,6 +110,16 @@ class CameraStats:
             self._window.warnings += 1
             self.last_error = message
 
+    def count(self, key: str, n: int = 1) -> None:
+        """Add ``n`` to the total reported as ``key`` (depth frames matched, points dropped)."""
+        with self._lock:
+            self.counts[key] += n
+
+    def note(self, key: str, text: str) -> None:
+        """Report ``key`` as ``text`` from now on (what an optional output is doing)."""
+        with self._lock:
+            self.notes[key] = text
+
     def on_processed(
         self, latency_s: float, stages_ms: dict[str, float], input_age_ms: float
     ) -> None:
@@ -138,6 +156,7 @@ class CameraStats:
             counts |= {f'rejected.{k}': v for k, v in sorted(self.rejected.items())}
             counts |= {f'skipped.{k}': v for k, v in sorted(self.skipped.items())}
             counts |= {f'warning.{k}': v for k, v in sorted(self.warnings.items())}
+            counts |= dict(sorted(self.counts.items())) | self.notes
             age = self.input_age_ms
         span = now - start if start is not None else 0.0
         in_rate = window.received / span if span > 0 else 0.0

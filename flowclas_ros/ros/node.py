@@ -49,6 +49,7 @@ from flowclas_ros.core.errors import FlowclasError, InputError
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.masks import MaskRule, missing
 from flowclas_ros.ros.conversions import array_to_image, scaled_camera_info
+from flowclas_ros.ros.depth import Geometry
 from flowclas_ros.ros.diagnostics import ERROR, OK, STALE, WARN, CameraStats, Limits
 from flowclas_ros.ros.params import PARAMS, NodeParams
 
@@ -142,6 +143,7 @@ class _Camera:
         self.info_publisher = node.make_publisher(
             CameraInfo, f'{prefix}anomaly/camera_info', out_qos
         )
+        self.geometry = Geometry(node, prefix, self.stats, self.depth)
 
     def subscribe(self, reliability: ReliabilityPolicy) -> None:
         """(Re)create the image subscription with ``reliability``; camera_info takes any."""
@@ -177,6 +179,7 @@ class _Camera:
                 self.node.destroy_subscription(sub)
         self.subscription = self.info_subscription = None
         self.reliability = None
+        self.geometry.unsubscribe()
 
     def offered_reliability(self) -> ReliabilityPolicy | None:
         """Reliable when every publisher offers it, best effort when one does not, else None."""
@@ -194,6 +197,7 @@ class _Camera:
         self.unsubscribe()
         for pub in (*self.publishers.values(), self.info_publisher):
             self.node.drop_publisher(pub)
+        self.geometry.destroy()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self.camera_info = msg
@@ -287,6 +291,7 @@ class _FlowClas:
         for camera in self.cameras:
             offered = camera.offered_reliability() if chosen == 'auto' else None
             camera.subscribe(offered or _RELIABILITY.get(chosen, ReliabilityPolicy.RELIABLE))
+            camera.geometry.subscribe(chosen, camera.reliability)
         topics = ', '.join(c.resolved_topic for c in self.cameras)
         mode = 'every frame' if self.params.process_every_frame else 'newest frame'
         self.get_logger().info(f'listening on {topics} ({chosen}, {mode})')
@@ -389,6 +394,7 @@ class _FlowClas:
         for camera in self.cameras:
             if camera.subscription is None:
                 continue
+            camera.geometry.follow()
             offered = camera.offered_reliability()
             if offered is not None and offered != camera.reliability:
                 self.get_logger().info(
@@ -508,7 +514,8 @@ class _FlowClas:
                 return
             raise InputError('no_model', self._model_error)
         wanted = camera.wanted(params.publish_overlay)
-        if not wanted:
+        geometry = camera.geometry.wanted()  # points, regions, markers: need mask and score
+        if not wanted and not geometry:
             camera.stats.on_skipped('no_subscribers')
             return
         if params.max_rate_hz > 0 and frame.received - camera.last_start < 1 / params.max_rate_hz:
@@ -521,14 +528,21 @@ class _FlowClas:
         lap('convert')
         rule = MaskRule.from_settings(params)
         unavailable = missing(rule, detector.model.config.calibration, has_norms=True)
-        if 'mask' in wanted and unavailable:  # the model lacks what the rule needs
+        if ('mask' in wanted or geometry) and unavailable:  # the model lacks what the rule needs
             camera.stats.on_warning('mask_unavailable', f'no mask: {unavailable}')
-            wanted = wanted - {'mask'}
-        arrays = detector.render(rgb, wanted, rule, tuple(params.score_range), lap)
+            wanted, geometry = wanted - {'mask'}, set()
+        need = wanted | {'mask', 'score'} if geometry else wanted
+        arrays = detector.render(rgb, need, rule, tuple(params.score_range), lap)
         header = frame.msg.header
-        messages = [
+        messages = []
+        if geometry:
+            messages = camera.geometry.messages(
+                geometry, header, arrays, rgb.shape[:2], camera.camera_info, params, lap
+            )
+        messages += [
             (camera.publishers[name], array_to_image(array, _ENCODINGS[name], header))
             for name, array in arrays.items()
+            if name in wanted
         ]
         if camera.camera_info is not None:
             info = scaled_camera_info(camera.camera_info, *detector.output_size(*rgb.shape[:2]))

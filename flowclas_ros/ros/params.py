@@ -154,6 +154,40 @@ class NodeParams:
         0.0, 'live', 'process at most this often per camera (0: any)', low=0.0, high=1000.0
     )
     publish_overlay: bool = _param(False, 'live', 'publish anomaly/overlay (heatmap on input)')
+    depth_tolerance_s: float = _param(
+        0.02,
+        'live',
+        'a depth image matches a colour frame when their stamps differ by at most this',
+        low=0.0,
+        high=10.0,
+    )
+    points_stride: int = _param(
+        2,
+        'live',
+        'anomaly/points takes every Nth depth pixel along rows and columns',
+        low=1,
+        high=64,
+    )
+    points_min_depth_m: float = _param(
+        0.1, 'live', 'nearest depth used for points and region distances', low=0.0, high=1000.0
+    )
+    points_max_depth_m: float = _param(
+        10.0, 'live', 'farthest depth used for points and region distances', low=0.0, high=1000.0
+    )
+    max_regions: int = _param(
+        32,
+        'live',
+        'anomaly/regions and its markers keep this many regions, highest peak score first',
+        low=1,
+        high=100_000,
+    )
+    marker_lifetime_s: float = _param(
+        1.0,
+        'live',
+        'rviz markers vanish this long after their frame unless replaced (0: only replaced)',
+        low=0.0,
+        high=3600.0,
+    )
     expected_rate_hz: float = _param(
         0.0, 'live', 'diagnostics WARN below this rate (0: off)', low=0.0, high=1000.0
     )
@@ -195,6 +229,10 @@ class NodeParams:
                 'score_range must be [low, high] with low < high',
             ),
             (self.max_latency_ms > 0, 'max_latency_ms must be > 0'),
+            (
+                self.points_min_depth_m < self.points_max_depth_m,
+                'points_min_depth_m must be < points_max_depth_m',
+            ),
             (self.input_timeout_s > 0, 'input_timeout_s must be > 0'),
         ]
         for ok, message in checks:

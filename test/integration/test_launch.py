@@ -23,8 +23,8 @@ pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / 'launch' / 'flowclas.launch.py'
 REQUIRED_ARGUMENTS = {
-    'namespace', 'image', 'cameras', 'params_file', 'model_dir', 'use_sim_time', 'managed',
-    'log_level', 'respawn', 'fastdds_profile',
+    'namespace', 'image', 'depth', 'cameras', 'params_file', 'model_dir', 'use_sim_time',
+    'managed', 'log_level', 'respawn', 'fastdds_profile',
 }  # fmt: skip
 
 
@@ -172,27 +172,59 @@ def _subscribed(node, prefix):
 def test_remapped_topics_are_the_node_inputs(helpers, nodes):
     raw, compressed, two = nodes
     remap = helpers['_remappings']
-    one = dict(remap([], '/camera/color/image_raw'))
+    one = dict(remap([], '/camera/color/image_raw', '/camera/aligned_depth_to_color/image_raw'))
     assert one == {
         'image': '/camera/color/image_raw',
         'image/compressed': '/camera/color/image_raw/compressed',
         'camera_info': '/camera/color/camera_info',
+        'depth': '/camera/aligned_depth_to_color/image_raw',
+        'depth/camera_info': '/camera/aligned_depth_to_color/camera_info',
     }
     assert set(one) <= _subscribed(raw, '/') | _subscribed(compressed, '/compressed/')
-    both = dict(remap(['front', 'rear'], 'image_raw'))
+    assert {'depth', 'depth/camera_info'} <= _subscribed(compressed, '/compressed/')
+    default = dict(remap([], 'image'))
+    assert (default['depth'], default['depth/camera_info']) == ('depth', 'depth/camera_info')
+    both = dict(remap(['front', 'rear'], 'image_raw', 'depth/image_raw'))
     assert both['front/image'] == 'front/image_raw'
     assert both['rear/camera_info'] == 'rear/camera_info'
     assert both['rear/image/compressed'] == 'rear/image_raw/compressed'
+    assert both['rear/depth'] == 'rear/depth/image_raw'
+    assert both['rear/depth/camera_info'] == 'rear/depth/camera_info'
     uncompressed = {k for k in both if not k.endswith('compressed')}
     assert uncompressed == _subscribed(two, '/two/')
 
 
-def test_rviz_config_shows_the_input_and_the_three_image_outputs(nodes):
+def test_rviz_config_shows_the_input_the_image_outputs_the_points_and_the_markers(nodes):
     config = yaml.safe_load((ROOT / 'config' / 'flowclas.rviz').read_text())
     displays = config['Visualization Manager']['Displays']
-    assert {d['Class'] for d in displays} == {'rviz_default_plugins/Image'}
-    topics = [d['Topic']['Value'] for d in displays]
-    assert topics == ['/image', '/anomaly/heatmap', '/anomaly/mask', '/anomaly/overlay']
+    classes = {d['Topic']['Value']: d['Class'] for d in displays}
+    assert classes == {
+        '/image': 'rviz_default_plugins/Image',
+        '/anomaly/heatmap': 'rviz_default_plugins/Image',
+        '/anomaly/mask': 'rviz_default_plugins/Image',
+        '/anomaly/overlay': 'rviz_default_plugins/Image',
+        '/anomaly/points': 'rviz_default_plugins/PointCloud2',
+        '/anomaly/regions/markers': 'rviz_default_plugins/MarkerArray',
+    }
+    points = next(d for d in displays if d['Class'].endswith('PointCloud2'))
+    assert (points['Color Transformer'], points['Channel Name']) == ('Intensity', 'score')
     raw = nodes[0]
-    assert topics[0] in {s.topic_name for s in raw.subscriptions}
-    assert set(topics[1:]) <= {p.topic_name for p in raw.publishers}
+    assert '/image' in {s.topic_name for s in raw.subscriptions}
+    assert set(classes) - {'/image'} <= {p.topic_name for p in raw.publishers}
+
+
+def test_nav2_example_marks_from_the_node_points_and_clears_from_the_depth_cloud(nodes):
+    config = yaml.safe_load((ROOT / 'config' / 'nav2_anomaly_layer.yaml').read_text())
+    params = config['local_costmap']['local_costmap']['ros__parameters']
+    layer = params['anomaly_layer']
+    assert layer['plugin'] == 'nav2_costmap_2d::ObstacleLayer'
+    assert 'anomaly_layer' in params['plugins']
+    sources = {name: layer[name] for name in layer['observation_sources'].split()}
+    marking = [s for s in sources.values() if s['marking']]
+    clearing = [s for s in sources.values() if s['clearing']]
+    assert [s['topic'] for s in marking] == ['/anomaly/points']
+    assert len(clearing) == 1
+    assert clearing[0]['topic'] != '/anomaly/points'
+    assert all(s['data_type'] == 'PointCloud2' for s in sources.values())
+    assert clearing[0]['raytrace_max_range'] > marking[0]['obstacle_max_range']
+    assert '/anomaly/points' in {p.topic_name for p in nodes[0].publishers}

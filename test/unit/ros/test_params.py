@@ -4,6 +4,7 @@
 
 from dataclasses import fields
 from pathlib import Path
+import re
 
 import pytest
 import yaml
@@ -67,3 +68,15 @@ def test_replace_coerces_yaml_integers_to_floats():
 def test_invalid_values_are_refused_with_the_reason(values, message):
     with pytest.raises(ValueError, match=message):
         NodeParams().replace(values)
+
+
+def test_points_reference_lists_the_geometry_parameters_with_their_defaults():
+    docs = (CONFIG.parents[1] / 'docs' / 'points.md').read_text()
+    rows = dict(re.findall(r'^\| `(\w+)` \| ([^|]+) \|', docs, re.MULTILINE))
+    names = [
+        'depth_tolerance_s', 'points_stride', 'points_min_depth_m', 'points_max_depth_m',
+        'max_regions', 'marker_lifetime_s',
+    ]  # fmt: skip
+    for name in names:
+        assert name in PARAMS, name
+        assert float(rows[name]) == getattr(NodeParams(), name), name
