@@ -52,8 +52,6 @@ def _default_model(args: argparse.Namespace, directory: Path) -> Path:
     config = ModelConfig(backbone=backbone_from_args(args, need_weights=False))
     if args.input_size:
         config.input_size = list(args.input_size)
-    elif args.backbone.startswith('dinov2'):
-        config.input_size = [448, 448]
     save_model(build_model(config), directory)
     return directory
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+import copy
 import sys
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,6 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
     d = default_backbone()
     p.add_argument(
         '--backbone',
-        default=d.name,
         help=f'frozen encoder, one of {", ".join(BACKBONE_NAMES)} (default {d.name}, with '
         f'{d.extra.name} appended; another encoder runs alone unless --extra-backbone is given)',
     )
@@ -52,13 +52,16 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def backbone_from_args(args: argparse.Namespace, need_weights: bool = True) -> BackboneConfig:
-    """The default encoders with what was given replaced; another ``--backbone`` starts alone.
+def backbone_from_args(
+    args: argparse.Namespace, need_weights: bool = True, base: BackboneConfig | None = None
+) -> BackboneConfig:
+    """``base`` (default: the default encoders) with what was given replaced.
 
-    ``need_weights=False`` lets DINOv2 start random (timing does not depend on weights).
+    Another ``--backbone`` than the base's starts alone. ``need_weights=False`` lets DINOv2
+    start random (timing does not depend on weights).
     """
-    d = default_backbone()
-    config = d if args.backbone == d.name else BackboneConfig(args.backbone)
+    d = copy.deepcopy(base) if base is not None else default_backbone()
+    config = d if args.backbone in (None, d.name) else BackboneConfig(args.backbone)
     config.weights = args.weights or config.weights
     config.layers = args.layers or config.layers
     if args.extra_backbone == 'none':

@@ -11,6 +11,41 @@ import tempfile
 from flowclas_ros.cli.common import add_backbone_args, backbone_from_args, run_tool
 from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.data.images import SIZE_POLICIES
+from flowclas_ros.core.data.outliers import PLACEMENTS
+from flowclas_ros.core.model import SCORES
+from flowclas_ros.core.presets import PRESETS, preset_config
+from flowclas_ros.core.train.trainer import MODES
+
+# Flags that set one config value: dest -> dotted path in ModelConfig. Their defaults come
+# from the preset (or ModelConfig), so an option left out never overrides the preset.
+_CONFIG_FLAGS = {
+    'epochs': 'train.epochs',
+    'batch_size': 'train.batch_size',
+    'lr': 'train.lr',
+    'mode': 'train.mode',
+    'alpha': 'train.alpha',
+    'temperature': 'train.temperature',
+    'inlier_margin': 'train.inlier_margin',
+    'paste_probability': 'train.paste_probability',
+    'paste_placement': 'train.paste_placement',
+    'pasted_variants': 'train.pasted_variants',
+    'max_images': 'train.max_images',
+    'crop': 'train.crop',
+    'seed': 'train.seed',
+    'input_size': 'input_size',
+    'size_policy': 'size_policy',
+    'flow_steps': 'flow.steps',
+    'hidden_ratio': 'flow.hidden_ratio',
+    'context_window': 'context_window',
+    'score': 'score',
+    'score_smoothing': 'score_smoothing',
+}
+
+
+def _get(config: object, path: str) -> object:
+    for key in path.split('.'):
+        config = getattr(config, key)
+    return config
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,53 +58,55 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--every', type=int, default=1, help='--bag: keep every N-th frame')
     p.add_argument('--max-frames', type=int, help='--bag: keep at most this many frames')
     p.add_argument('--out', required=True, help='model directory to write')
+    p.add_argument(
+        '--preset',
+        help=f'starting configuration: {", ".join(PRESETS)} or a JSON file of config.json '
+        'keys; the options below override it (default: surface inspection)',
+    )
     add_backbone_args(p)
     p.add_argument('--outliers', help='folder of outlier images (+ masks/) to paste')
     p.add_argument('--val', help='split (images/, masks/) for checkpoint selection')
-    p.add_argument('--epochs', type=int, default=d.train.epochs)
-    p.add_argument('--batch-size', type=int, default=d.train.batch_size)
-    p.add_argument('--lr', type=float, default=d.train.lr)
-    p.add_argument('--mode', choices=('flowclas', 'nll'), default=d.train.mode)
-    p.add_argument(
-        '--alpha', type=float, default=d.train.alpha, help='weight of the likelihood term'
+
+    def flag(name: str, help: str = '', **kw: object) -> None:
+        dest = name[2:].replace('-', '_')
+        default = _get(d, _CONFIG_FLAGS[dest])
+        p.add_argument(name, default=None, help=f'{help} (default {default})'.lstrip(), **kw)
+
+    flag('--epochs', type=int)
+    flag('--batch-size', type=int)
+    flag('--lr', type=float)
+    flag('--mode', choices=MODES)
+    flag('--alpha', 'weight of the likelihood term', type=float)
+    flag('--temperature', 'InfoNCE', type=float)
+    flag('--inlier-margin', 'patches around pasted objects left out of the losses', type=int)
+    flag('--paste-probability', 'share of training images that get pseudo-outliers', type=float)
+    flag(
+        '--paste-placement',
+        'anywhere, or ground: half of the objects on the lower part of the frame',
+        choices=PLACEMENTS,
     )
-    p.add_argument('--temperature', type=float, default=d.train.temperature, help='InfoNCE')
-    p.add_argument(
-        '--inlier-margin',
+    flag(
+        '--pasted-variants',
+        'paste N fixed variants per image once instead of afresh at every step',
         type=int,
-        default=d.train.inlier_margin,
-        help='patches around pasted objects left out of the losses',
     )
-    p.add_argument(
-        '--paste-probability',
-        type=float,
-        default=d.train.paste_probability,
-        help='share of training images that get pseudo-outliers',
+    flag('--max-images', 'train on at most N evenly spaced images (0: all)', type=int)
+    flag(
+        '--crop', 'train the flow on random N x N windows of the feature maps (0: whole)', type=int
     )
-    p.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'), help='model input size')
-    p.add_argument(
+    flag('--input-size', 'model input size', type=int, nargs=2, metavar=('H', 'W'))
+    flag(
         '--size-policy',
-        choices=SIZE_POLICIES,
-        default=d.size_policy,
-        help='native: each image at its own scale (up to --input-size pixels); '
+        'native: each image at its own scale (up to --input-size pixels); '
         'keep_aspect: at that pixel count; fixed: exactly --input-size',
+        choices=SIZE_POLICIES,
     )
-    p.add_argument('--flow-steps', type=int, default=d.flow.steps)
-    p.add_argument('--hidden-ratio', type=float, default=d.flow.hidden_ratio)
-    p.add_argument(
-        '--context-window',
-        type=int,
-        default=d.context_window,
-        help='odd k > 1 appends a k x k local mean of the features (0: off)',
-    )
-    p.add_argument('--score', choices=('nll', 'latent'), default=d.score)
-    p.add_argument(
-        '--score-smoothing',
-        type=float,
-        default=d.score_smoothing,
-        help='Gaussian sigma in patches over the score map (0: off)',
-    )
-    p.add_argument('--seed', type=int, default=d.train.seed)
+    flag('--flow-steps', type=int)
+    flag('--hidden-ratio', type=float)
+    flag('--context-window', 'odd k > 1 appends a k x k local mean of the features', type=int)
+    flag('--score', choices=SCORES)
+    flag('--score-smoothing', 'Gaussian sigma in patches over the score map (0: off)', type=float)
+    flag('--seed', type=int)
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
     p.add_argument(
         '--resume', action='store_true', help='continue an interrupted run (train_state.pt)'
@@ -80,28 +117,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ModelConfig:
-    config = ModelConfig()
-    config.backbone = backbone_from_args(args)
-    if args.input_size is not None:
-        config.input_size = list(args.input_size)
-    elif args.backbone.startswith('dinov2'):
-        config.input_size = [448, 448]
-    t = config.train
-    t.epochs, t.batch_size, t.lr, t.mode, t.seed = (
-        args.epochs,
-        args.batch_size,
-        args.lr,
-        args.mode,
-        args.seed,
-    )
-    t.alpha, t.temperature = args.alpha, args.temperature
-    t.inlier_margin, t.paste_probability = args.inlier_margin, args.paste_probability
-    config.size_policy = args.size_policy
-    config.flow.steps = args.flow_steps
-    config.flow.hidden_ratio = args.hidden_ratio
-    config.context_window = args.context_window
-    config.score_smoothing = args.score_smoothing
-    config.score = args.score
+    """The preset (or the defaults) with every option that was given laid over it."""
+    config = preset_config(args.preset) if args.preset else ModelConfig()
+    config.backbone = backbone_from_args(args, base=config.backbone)
+    for dest, path in _CONFIG_FLAGS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            *parents, key = path.split('.')
+            owner = _get(config, '.'.join(parents)) if parents else config
+            setattr(owner, key, list(value) if isinstance(value, tuple | list) else value)
     return config
 
 

@@ -64,6 +64,10 @@ class FlowConfig:
     seed: int = 0
 
 
+# Pasted object size as a fraction of the image side (FlowCLAS draws from these).
+PASTE_SCALES = (0.1, 0.125, 0.25, 0.5, 0.75)
+
+
 @dataclass
 class TrainConfig:
     """FlowCLAS training. ``mode='nll'`` drops pseudo-outliers and the contrastive term.
@@ -71,7 +75,16 @@ class TrainConfig:
     The likelihood term is the mean NLL per patch *and per feature dimension* (about 1-3 nats),
     so ``alpha`` weighs it against the InfoNCE term whatever the backbone width.
     ``inlier_margin`` (patches) keeps the neighbours of pasted objects out of both terms;
-    ``paste_probability`` of the images get pseudo-outliers, the rest are trained on whole.
+    ``paste_probability`` of the images get pseudo-outliers, the rest are trained on whole;
+    ``paste_placement`` is ``anywhere`` or ``ground`` (``data.outliers``).
+    ``pasted_variants`` > 0 pastes that many fixed variants of each image once, beside its
+    clean features, so epochs run the flow alone; 0 pastes afresh at every step, which runs
+    the backbone on every pasted image (cheap for EfficientNet-Lite, the bulk of the time for
+    a ViT on CPU). ``max_images`` > 0 keeps that many evenly spaced images of the folder
+    (video frames: neighbours are near duplicates). ``crop`` > 0 trains the flow on random
+    ``crop`` x ``crop`` windows of the feature maps: its cost grows with the grid (a ViT at
+    stride 14 gives street frames 1,000-3,000 patches), while each patch's density only
+    depends on its neighbourhood.
     The defaults favour the likelihood: pasted objects are told apart within two epochs (InfoNCE
     near 0.01), after which the contrastive term competes with the density fit. On
     Magnetic-Tile val, mean per-class pixel AUROC was 0.927 at alpha 3 with half the images
@@ -92,6 +105,11 @@ class TrainConfig:
     samples_per_set: int = 512
     inlier_margin: int = 2
     paste_probability: float = 0.25
+    paste_scales: list[float] = field(default_factory=lambda: list(PASTE_SCALES))
+    paste_placement: str = 'anywhere'
+    pasted_variants: int = 0
+    max_images: int = 0
+    crop: int = 0
     val_fraction: float = 0.1
     seed: int = 0
 

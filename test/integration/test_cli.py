@@ -194,6 +194,9 @@ def test_unknown_backbone_name(data, tmp_path):
         ('--temperature', '-1'),
         ('--inlier-margin', '-1'),
         ('--paste-probability', '0'),
+        ('--pasted-variants', '-1'),
+        ('--max-images', '-1'),
+        ('--crop', '-1'),
     ],
 )
 def test_bad_loss_settings(data, tmp_path, flag, value):

@@ -8,6 +8,7 @@ import pytest
 from safetensors.torch import load_file
 import torch
 
+from flowclas_ros.core.backbones.efficientnet import EfficientNetLite
 from flowclas_ros.core.config import BackboneConfig, ModelConfig
 from flowclas_ros.core.data.synthetic import make_surface_dataset
 from flowclas_ros.core.errors import ModelFileError
@@ -130,3 +131,44 @@ def test_a_crash_while_overwriting_leaves_the_old_model_whole(images, tmp_path):
     assert load_file(out / 'flow.safetensors').keys() == before.keys()
     assert not (tmp_path / '.m.partial').exists()
     assert json.loads((out / 'train_log.json').read_text())['n_train'] == 7
+
+
+def _backbone_calls(config, images, out):
+    """How often the frozen encoder runs during a training run (a global forward hook)."""
+    calls = []
+
+    def hook(module, args, output):
+        if isinstance(module, EfficientNetLite):
+            calls.append(1)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        train(config, images, out, progress=False)
+    finally:
+        handle.remove()
+    return len(calls)
+
+
+@pytest.mark.parametrize('variants', [0, 2])
+def test_fixed_pasted_variants_keep_the_encoder_out_of_the_epochs(images, tmp_path, variants):
+    counts = []
+    for epochs in (1, 3):
+        config = _config()
+        config.train.epochs, config.train.pasted_variants = epochs, variants
+        config.train.paste_probability, config.train.crop = 1.0, 2
+        counts.append(_backbone_calls(config, images, tmp_path / f'{epochs}'))
+    if variants:
+        assert counts[0] == counts[1]  # features of pasted images were computed once
+    else:
+        assert counts[1] > counts[0]  # pasted afresh: the encoder runs at every step
+    model = load_model(tmp_path / '3')
+    assert model.config.train.pasted_variants == variants
+    assert np.isfinite(Detector(model)(np.zeros((64, 64, 3), np.uint8))).all()
+
+
+def test_max_images_trains_on_evenly_spaced_images(images, tmp_path):
+    config = _config()
+    config.train.max_images, config.train.epochs = 4, 1
+    train(config, images, tmp_path / 'm', progress=False)
+    log = json.loads((tmp_path / 'm' / 'train_log.json').read_text())
+    assert log['n_train'] + log['n_val'] == 4

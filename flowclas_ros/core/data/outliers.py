@@ -15,16 +15,24 @@ pixel AUROC on the real defects (0.775 with it, 0.790 without).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from flowclas_ros.core.config import PASTE_SCALES
 from flowclas_ros.core.data.images import list_images, read_rgb, to_batch
+from flowclas_ros.core.errors import ConfigError
 
-# Object size as a fraction of the image side (FlowCLAS draws from these).
-SCALES = (0.1, 0.125, 0.25, 0.5, 0.75)
+# ``anywhere``: uniform over the frame; ``ground``: half of the objects stand on the lower part
+# of the frame, smaller towards the horizon, as obstacles on a road or floor do.
+PLACEMENTS = ('anywhere', 'ground')
+# Under ``ground``: an object's bottom edge lies between these fractions of the frame height,
+# and its size shrinks linearly from full at the bottom to zero at HORIZON.
+GROUND_BOTTOM = (0.55, 1.0)
+HORIZON = 0.4
 
 
 def _rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
@@ -82,6 +90,8 @@ class PseudoOutliers:
         max_objects: up to this many objects per image (at least one).
         probability: chance that an image gets any; the others stay clean, so the likelihood
             term also sees whole scenes, not only the parts far from pasted objects.
+        scales: object sizes to draw from, as fractions of the image side.
+        placement: where objects go, one of ``PLACEMENTS``.
     """
 
     def __init__(
@@ -90,10 +100,18 @@ class PseudoOutliers:
         size: tuple[int, int],
         max_objects: int = 2,
         probability: float = 1.0,
+        scales: Sequence[float] = PASTE_SCALES,
+        placement: str = 'anywhere',
     ) -> None:
+        if placement not in PLACEMENTS:
+            raise ConfigError(f'unknown paste placement {placement!r}; choose from {PLACEMENTS}')
+        if not scales or not all(0 < s <= 1 for s in scales):
+            raise ConfigError(f'paste scales must be fractions in (0, 1], got {list(scales)}')
         self.size = tuple(size)
         self.max_objects = max_objects
         self.probability = probability
+        self.scales = tuple(scales)
+        self.placement = placement
         self.objects: torch.Tensor | None = None
         self.object_masks: torch.Tensor | None = None
         if outlier_dir is not None:
@@ -116,13 +134,17 @@ class PseudoOutliers:
             self.object_masks = torch.stack(masks)
 
     def paste(
-        self, images: torch.Tensor, gen: torch.Generator
+        self, images: torch.Tensor, gen: torch.Generator, probability: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return mixed images ``(B, 3, H, W)`` and labels ``(B, H, W)`` (0 inlier, 1 pasted)."""
+        """Return mixed images ``(B, 3, H, W)`` and labels ``(B, H, W)`` (0 inlier, 1 pasted).
+
+        ``probability`` overrides the chance that an image gets objects.
+        """
+        p = self.probability if probability is None else probability
         mixed = images.clone()
         labels = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.uint8)
         for b in range(images.shape[0]):
-            if float(torch.rand((), generator=gen)) >= self.probability:
+            if float(torch.rand((), generator=gen)) >= p:
                 continue
             for _ in range(1 + _choice(gen, self.max_objects)):
                 self._paste_one(mixed[b], labels[b], gen)
@@ -130,11 +152,16 @@ class PseudoOutliers:
 
     def _paste_one(self, image: torch.Tensor, label: torch.Tensor, gen: torch.Generator) -> None:
         H, W = image.shape[-2:]
-        scale = SCALES[_choice(gen, len(SCALES))]
+        scale = self.scales[_choice(gen, len(self.scales))]
         aspect = math.exp(_uniform(gen, -0.7, 0.7))
+        grounded = self.placement == 'ground' and _choice(gen, 2) == 0
+        if grounded:
+            bottom = _uniform(gen, *GROUND_BOTTOM)
+            scale *= (bottom - HORIZON) / (1 - HORIZON)
         h = max(4, min(H, int(scale * H * math.sqrt(aspect))))
         w = max(4, min(W, int(scale * W / math.sqrt(aspect))))
-        y0, x0 = _choice(gen, H - h + 1), _choice(gen, W - w + 1)
+        x0 = _choice(gen, W - w + 1)
+        y0 = max(0, min(H, int(bottom * H)) - h) if grounded else _choice(gen, H - h + 1)
         region = image[:, y0 : y0 + h, x0 : x0 + w]
         if self.objects is not None and _choice(gen, 2) == 0:
             fill, mask = self._object_patch(gen, h, w)

@@ -134,7 +134,10 @@ def _patch_maps(
 
 
 class _Validation:
-    """Fixed validation images and pixel labels, scored each epoch for checkpoint choice."""
+    """Fixed validation images and pixel labels, scored each epoch for checkpoint choice.
+
+    Their features are computed at the first epoch and kept: the backbone is frozen.
+    """
 
     def __init__(
         self, images: list[torch.Tensor], labels: list[torch.Tensor], normal: list[torch.Tensor]
@@ -142,9 +145,17 @@ class _Validation:
         self.images = images
         self.labels = labels
         self.normal = normal  # clean normal images for calibration
+        self.features: list[torch.Tensor] = []
 
     def ap(self, model: FlowClasModel, device: torch.device) -> float:
-        scores = _patch_maps(model, self.images, device)[0]
+        if not self.features:
+            self.features = _clean_features(model, self.images, device)
+        scores: list[torch.Tensor] = [torch.empty(0)] * len(self.features)
+        with torch.no_grad():
+            for group in _by_size(list(range(len(self.features))), self.features, 8):
+                feats = torch.stack([self.features[i] for i in group]).to(device).float()
+                for k, s in zip(group, model.patch_maps(feats)[0], strict=True):
+                    scores[k] = s.cpu()
         grids = [
             grid_labels(y[None], tuple(s.shape))[0]
             for s, y in zip(scores, self.labels, strict=True)
@@ -209,6 +220,9 @@ def _check_settings(tc: TrainConfig) -> None:
         )
     if not 0 < tc.paste_probability <= 1:
         raise ConfigError(f'paste_probability must be in (0, 1], got {tc.paste_probability}')
+    for key in ('pasted_variants', 'max_images', 'crop'):
+        if getattr(tc, key) < 0:
+            raise ConfigError(f'{key} must be >= 0, got {getattr(tc, key)}')
 
 
 def _clean_features(
@@ -221,28 +235,68 @@ def _clean_features(
     return _each_image(lambda x: model.features(x).half(), images, device)
 
 
+def _paste_from(
+    data: _Data, group: list[int], gen: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and patch labels of ``group``: each image clean or, by chance, pasted.
+
+    Pasted features come from the fixed variants when there are any (no backbone call), else
+    the backbone runs on images pasted now.
+    """
+    model, tc = data.model, data.model.config.train
+    feats = torch.stack([data.cache[i] for i in group]).to(device).float()
+    grid = torch.zeros(len(group), *feats.shape[-2:], dtype=torch.uint8)
+    if tc.mode != 'flowclas':
+        return feats, grid
+    if data.pasted:
+        for j, i in enumerate(group):
+            if float(torch.rand((), generator=gen)) < tc.paste_probability:
+                f, g = data.pasted[int(torch.randint(len(data.pasted), (), generator=gen))][i]
+                feats[j], grid[j] = f.to(device).float(), g
+        return feats, grid
+    clean = _as_float(torch.stack([data.train_images[i] for i in group]), torch.device('cpu'))
+    mixed, pixel_labels = data.paster.paste(clean, gen)
+    pasted = (pixel_labels == 1).flatten(1).any(1)
+    if pasted.any():
+        feats[pasted.to(device)] = model.features(mixed[pasted].to(device))
+        grid = grid_labels(pixel_labels, tuple(feats.shape[-2:]), tc.inlier_margin)
+    return feats, grid
+
+
+def _crop(
+    feats: torch.Tensor, grid: torch.Tensor, side: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``side`` x ``side`` window of each map (whole maps when ``side`` is 0 or larger).
+
+    An image with pasted patches gets a window around one of them, so the contrastive term
+    still sees its outliers.
+    """
+    h, w = feats.shape[-2:]
+    if side <= 0 or (side >= h and side >= w):
+        return feats, grid
+    ch, cw = min(side, h), min(side, w)
+    out_f, out_g = [], []
+    for f, g in zip(feats, grid, strict=True):
+        y0 = int(torch.randint(h - ch + 1, (), generator=gen))
+        x0 = int(torch.randint(w - cw + 1, (), generator=gen))
+        hits = (g == 1).nonzero()
+        if len(hits):
+            py, px = hits[int(torch.randint(len(hits), (), generator=gen))].tolist()
+            y0 = min(max(y0, py - ch + 1), py, h - ch)
+            x0 = min(max(x0, px - cw + 1), px, w - cw)
+        out_f.append(f[:, y0 : y0 + ch, x0 : x0 + cw])
+        out_g.append(g[y0 : y0 + ch, x0 : x0 + cw])
+    return torch.stack(out_f), torch.stack(out_g)
+
+
 def _losses(
-    model: FlowClasModel,
-    batch: list[int],
-    images: list[torch.Tensor],
-    cache: list[torch.Tensor],
-    paster: PseudoOutliers,
-    gen: torch.Generator,
-    device: torch.device,
+    data: _Data, batch: list[int], gen: torch.Generator, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Likelihood and contrastive terms of one batch, pooled over its image sizes."""
-    tc = model.config.train
+    model, tc = data.model, data.model.config.train
     log_probs, labels, embeddings = [], [], []
-    for group in _by_size(batch, images):
-        feats = torch.stack([cache[i] for i in group]).to(device).float()
-        grid = torch.zeros(len(group), *feats.shape[-2:], dtype=torch.uint8)
-        if tc.mode == 'flowclas':
-            clean = _as_float(torch.stack([images[i] for i in group]), torch.device('cpu'))
-            mixed, pixel_labels = paster.paste(clean, gen)
-            pasted = (pixel_labels == 1).flatten(1).any(1)
-            if pasted.any():
-                feats[pasted.to(device)] = model.features(mixed[pasted].to(device))
-                grid = grid_labels(pixel_labels, tuple(feats.shape[-2:]), tc.inlier_margin)
+    for group in _by_size(batch, data.train_images):
+        feats, grid = _crop(*_paste_from(data, group, gen, device), tc.crop, gen)
         feats = feats + tc.feature_noise * torch.randn_like(feats)
         log_prob, z = model.flow.log_prob(feats)
         log_probs.append(log_prob.flatten())
@@ -309,12 +363,44 @@ def _publish(work: Path, out_dir: Path) -> None:
 
 @dataclass
 class _Data:
-    """Training images at their network sizes, their cached clean features, and validation."""
+    """Training images at their network sizes, their cached features, and validation.
 
+    ``pasted[v][i]``: features and patch labels of image ``i`` with pasted variant ``v``.
+    """
+
+    model: FlowClasModel
     train_images: list[torch.Tensor]
     cache: list[torch.Tensor]
     paster: PseudoOutliers
     val: _Validation
+    pasted: list[list[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def _pasted_variants(
+    model: FlowClasModel, images: list[torch.Tensor], paster: PseudoOutliers
+) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """``train.pasted_variants`` pasted copies of every image: features (half) and labels."""
+    tc = model.config.train
+    out = []
+    for v in range(tc.pasted_variants if tc.mode == 'flowclas' else 0):
+        gen = torch.Generator().manual_seed(tc.seed + 3 + v)
+        variant: list[tuple[torch.Tensor, torch.Tensor]] = [(torch.empty(0),) * 2] * len(images)
+        for group in _by_size(list(range(len(images))), images, 8):
+            clean = _as_float(torch.stack([images[i] for i in group]), torch.device('cpu'))
+            mixed, pixel_labels = paster.paste(clean, gen, probability=1.0)
+            feats = model.features(mixed.to(model.device))
+            grid = grid_labels(pixel_labels, tuple(feats.shape[-2:]), tc.inlier_margin)
+            for k, i in enumerate(group):
+                variant[i] = (feats[k].half().cpu(), grid[k])
+        out.append(variant)
+    return out
+
+
+def _evenly(files: list[Path], limit: int) -> list[Path]:
+    """At most ``limit`` (0: all) of ``files``, evenly spaced."""
+    if limit <= 0 or len(files) <= limit:
+        return files
+    return [files[i * len(files) // limit] for i in range(limit)]
 
 
 def _load_data(
@@ -327,7 +413,7 @@ def _load_data(
     """Read and size the images, hold some out (without ``val_dir``), cache clean features."""
     config, tc = model.config, model.config.train
     multiple = model.backbone.size_multiple
-    files = list_images(images_dir)
+    files = _evenly(list_images(images_dir), tc.max_images)
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(tc.seed)).tolist()
     n_val = 0 if val_dir is not None else max(1, int(round(len(files) * tc.val_fraction)))
     if len(files) - n_val < 1:
@@ -341,12 +427,17 @@ def _load_data(
     images = [_sized(read_rgb(path), config, multiple) for path in files]
     train_images = [images[i] for i in order[n_val:]]
     paster = PseudoOutliers(
-        outlier_dir, tuple(config.input_size), probability=tc.paste_probability
+        outlier_dir,
+        tuple(config.input_size),
+        probability=tc.paste_probability,
+        scales=tc.paste_scales,
+        placement=tc.paste_placement,
     )
     val = _validation(config, [images[i] for i in order[:n_val]], val_dir, paster, multiple)
     _progress('caching backbone features', progress)
     cache = _clean_features(model, train_images, model.device)
-    return _Data(train_images, cache, paster, val)
+    pasted = _pasted_variants(model, train_images, paster)
+    return _Data(model, train_images, cache, paster, val, pasted)
 
 
 class _Optimization:
@@ -428,9 +519,7 @@ def _train_epoch(
     sums = {'loss': 0.0, 'nll': 0.0, 'con': 0.0}
     for step in range(state.steps_per_epoch):
         batch = perm[step * tc.batch_size : (step + 1) * tc.batch_size]
-        nll, con = _losses(
-            model, batch, data.train_images, data.cache, data.paster, state.gen, dev
-        )
+        nll, con = _losses(data, batch, state.gen, dev)
         loss = tc.alpha * nll + con
         if not torch.isfinite(loss):
             raise FloatingPointError(f'loss became {loss.item()} at epoch {epoch}')

