@@ -206,6 +206,17 @@ def _checked(kind: type, data: Any, where: str) -> dict[str, Any]:
     return out
 
 
+def read_object(path: Path, what: str, error: type[Exception]) -> dict[str, Any]:
+    """A JSON file holding one object; anything else is one ``error`` naming ``what``."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f'cannot read {what} {path}: {exc}') from exc
+    if not isinstance(data, dict):
+        raise error(f'{what} {path} is not a JSON object')
+    return data
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a trained model from its directory."""
@@ -279,10 +290,4 @@ class ModelConfig:
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f'model config not found: {path}')
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f'cannot read model config {path}: {exc}') from exc
-        if not isinstance(data, dict):
-            raise ModelFileError(f'model config {path} is not a JSON object')
-        return cls.from_dict(data)
+        return cls.from_dict(read_object(path, 'model config', ModelFileError))

@@ -10,11 +10,10 @@ the shipped presets were chosen on the development sets named in ``docs/`` and n
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
-from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.config import ModelConfig, read_object
 from flowclas_ros.core.errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -66,10 +65,5 @@ def preset_config(name: str) -> ModelConfig:
             raise ConfigError(
                 f'unknown preset {name!r}: choose from {", ".join(PRESETS)} or give a JSON file'
             )
-        try:
-            over = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f'cannot read preset {path}: {exc}') from exc
-        if not isinstance(over, dict):
-            raise ConfigError(f'preset {path} is not a JSON object')
+        over = read_object(path, 'preset', ConfigError)
     return ModelConfig.from_dict(_merge(ModelConfig().to_dict(), over))
