@@ -101,6 +101,9 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
     split = backend == 'torch' and args.compile == 'none'
     if split:
         stages |= {'backbone': [], 'flow': []}
+    fine = model.fine if split and model.config.refine == 'cascade' else None
+    if fine is not None:
+        stages['refine'] = []
     totals = []
     for _ in range(args.iterations):
         t0 = time.perf_counter()
@@ -125,8 +128,13 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
                 model.patch_maps(feats)
                 sync()
                 t6 = time.perf_counter()
+                if fine is not None:
+                    fine.scores(fine.features(batch), model.config.score_smoothing)
+                    sync()
             stages['backbone'].append(t5 - t4)
             stages['flow'].append(t6 - t5)
+            if fine is not None:
+                stages['refine'].append(time.perf_counter() - t6)
     median_total = statistics.median(totals) * 1000
     return {
         'backend': backend,

@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from flowclas_ros.core.backbones import BACKBONE_NAMES
-from flowclas_ros.core.config import BackboneConfig, default_backbone
+from flowclas_ros.core.config import REFINE_MODES, BackboneConfig, default_backbone
 from flowclas_ros.core.errors import ConfigError, FlowclasError
 
 if TYPE_CHECKING:
@@ -84,13 +84,22 @@ def add_model_args(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument('--model', required=True, help=model_help)
     p.add_argument('--weights', help='override the backbone checkpoint path in the model')
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
+    p.add_argument(
+        '--refine',
+        choices=('model', *REFINE_MODES),
+        default='model',
+        help="refinement before calibration: the model's own (default), none or cascade",
+    )
 
 
 def load_model_arg(args: argparse.Namespace) -> FlowClasModel:
     from flowclas_ros.core.device import resolve_device
     from flowclas_ros.core.model import load_model
+    from flowclas_ros.core.refine import choose_refine
 
-    return load_model(args.model, args.weights, resolve_device(args.device))
+    model = load_model(args.model, args.weights, resolve_device(args.device))
+    choose_refine(model.config, args.refine)
+    return model
 
 
 def run_tool(name: str, body: Callable[[], int | None]) -> int:

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
             got = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.numpy()})
             with torch.no_grad():
-                want = model.patch_maps(model.features(x))
+                want = model.maps(x)
             for name, g, w in zip(OUTPUT_NAMES, got, want, strict=True):
                 diff, largest = abs(g - w.numpy()).max(), float(w.abs().max())
                 print(

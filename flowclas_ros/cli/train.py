@@ -9,7 +9,7 @@ import json
 import tempfile
 
 from flowclas_ros.cli.common import add_backbone_args, backbone_from_args, run_tool
-from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.config import REFINE_MODES, FineConfig, ModelConfig
 from flowclas_ros.core.data.images import SIZE_POLICIES
 from flowclas_ros.core.data.outliers import PLACEMENTS
 from flowclas_ros.core.model import SCORES
@@ -39,6 +39,7 @@ _CONFIG_FLAGS = {
     'context_window': 'context_window',
     'score': 'score',
     'score_smoothing': 'score_smoothing',
+    'refine': 'refine',
 }
 
 
@@ -106,6 +107,12 @@ def parser() -> argparse.ArgumentParser:
     flag('--context-window', 'odd k > 1 appends a k x k local mean of the features', type=int)
     flag('--score', choices=SCORES)
     flag('--score-smoothing', 'Gaussian sigma in patches over the score map (0: off)', type=float)
+    flag(
+        '--refine',
+        'cascade: also train a fine level (EfficientNet-Lite0 stride 8) whose detail sharpens '
+        'masks where the coarse map fires',
+        choices=REFINE_MODES,
+    )
     flag('--seed', type=int)
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
     p.add_argument(
@@ -126,6 +133,8 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
             *parents, key = path.split('.')
             owner = _get(config, '.'.join(parents)) if parents else config
             setattr(owner, key, list(value) if isinstance(value, tuple | list) else value)
+    if config.refine == 'cascade' and config.fine is None:
+        config.fine = FineConfig()
     return config
 
 

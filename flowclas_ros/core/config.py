@@ -68,6 +68,40 @@ class FlowConfig:
 PASTE_SCALES = (0.1, 0.125, 0.25, 0.5, 0.75)
 
 
+# Refinement between scoring and calibration (``core.refine``): ``none`` or ``cascade``.
+REFINE_MODES = ('none', 'cascade')
+
+
+@dataclass
+class LevelStats:
+    """``z = (s - center) / width`` for one level's raw scores, fitted on normal pixels.
+
+    ``center`` is their median and ``width`` puts their 99th percentile at z = 2.33 (as for a
+    standard normal), so two levels' scores can be added.
+    """
+
+    center: float = 0.0
+    width: float = 1.0
+
+
+@dataclass
+class FineConfig:
+    """The cascade's finer feature level: its encoder, its flow, how long it trains, its gate.
+
+    Its detail is added only where the coarse level's z exceeds ``gate``, so the coarse ranking
+    stands elsewhere. The flow is fitted by likelihood alone on the training images' fine
+    features after the coarse flow (``epochs``); ``coarse``/``fine`` are fitted with the
+    calibration.
+    """
+
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(layers=[8]))
+    flow: FlowConfig = field(default_factory=lambda: FlowConfig(steps=2))
+    epochs: int = 4
+    gate: float = 2.0
+    coarse: LevelStats = field(default_factory=LevelStats)
+    fine: LevelStats = field(default_factory=LevelStats)
+
+
 @dataclass
 class TrainConfig:
     """FlowCLAS training. ``mode='nll'`` drops pseudo-outliers and the contrastive term.
@@ -234,6 +268,9 @@ class ModelConfig:
     # Gaussian sigma, in patches, over the patch score map: one defect spans several patches,
     # so averaging neighbours removes single-patch noise (anomalib blurs its maps likewise).
     score_smoothing: float = 1.0
+    # ``cascade`` adds ``fine``'s detail inside regions the coarse map marks (``core.refine``).
+    refine: str = 'none'
+    fine: FineConfig | None = None
     calibration: Calibration = field(default_factory=Calibration)
     feature_channels: int = 0
     # SHA-256 of flow.safetensors as written with this file: a reader can tell a matching pair
@@ -273,6 +310,13 @@ class ModelConfig:
             ('flow.hidden_ratio', self.flow.hidden_ratio > 0, 'must be positive'),
             ('flow.clamp', self.flow.clamp > 0, 'must be positive'),
             ('score_smoothing', self.score_smoothing >= 0, 'must be >= 0'),
+            ('refine', self.refine in REFINE_MODES, f'must be one of {REFINE_MODES}'),
+            ('fine', self.refine != 'cascade' or self.fine is not None,
+             'must be set for refine: cascade'),
+            ('fine.flow.steps', self.fine is None or self.fine.flow.steps >= 1,
+             'must be at least 1'),
+            ('fine.coarse.width', self.fine is None or (self.fine.coarse.width > 0
+             and self.fine.fine.width > 0), 'and fine.fine.width must be positive'),
             ('feature_channels', self.feature_channels >= 0, 'must be >= 0'),
             ('calibration.width', math.isfinite(c.width) and c.width > 0,
              'must be a positive number'),

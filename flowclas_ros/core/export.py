@@ -43,7 +43,7 @@ class _ScoreGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.half() if self.half else images
-        scores, norms = self.model.patch_maps(self.model.features(x))
+        scores, norms = self.model.maps(x)
         return scores.float(), norms.float()
 
 
@@ -90,8 +90,13 @@ def export_onnx(
     return path
 
 
-def model_fingerprint(model_dir: str | Path, backbone_weights: Sequence[str]) -> str:
-    """A short hash of everything an exported graph depends on: config, flow and backbones."""
+def model_fingerprint(
+    model_dir: str | Path, backbone_weights: Sequence[str], refine: str = 'none'
+) -> str:
+    """A short hash of what an exported graph depends on: config, flows, backbones, refinement.
+
+    ``refine`` may differ from the stored config (a node parameter overrides it).
+    """
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
     for name in (CONFIG_FILE, WEIGHTS_FILE):
@@ -105,5 +110,5 @@ def model_fingerprint(model_dir: str | Path, backbone_weights: Sequence[str]) ->
             continue
         stat = Path(weights).stat()
         digest.update(f'{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}'.encode())
-    digest.update(f'{torch.__version__}:graph{GRAPH_VERSION}'.encode())
+    digest.update(f'{torch.__version__}:graph{GRAPH_VERSION}:{refine}'.encode())
     return digest.hexdigest()[:16]

@@ -21,6 +21,7 @@ from flowclas_ros.core.engines import Engine, build_engine
 from flowclas_ros.core.errors import ConfigError, InputError
 from flowclas_ros.core.masks import THRESHOLD_MODES, MaskRule, anomaly_mask, threshold_hits
 from flowclas_ros.core.model import FlowClasModel, load_model, upsample
+from flowclas_ros.core.refine import choose_refine
 from flowclas_ros.core.scoring import calibrate
 from flowclas_ros.core.visualize import heatmap, overlay
 
@@ -69,6 +70,7 @@ class Detector:
         precision: str = 'fp32',
         cache_dir: str | Path | None = None,
         compile_mode: str = 'none',
+        refine: str = 'model',
     ) -> Detector:
         """Load a model directory and put it behind ``backend``.
 
@@ -83,8 +85,10 @@ class Detector:
             cache_dir: where ONNX Runtime and TensorRT keep exported graphs and engines, named
                 by a hash of the model files (default ``<model_dir>/engines``).
             compile_mode: ``torch.compile`` mode for the ``torch`` backend, or ``none``.
+            refine: ``model`` keeps the model's refinement; ``none`` or ``cascade`` override it.
         """
         model = load_model(model_dir, backbone_weights, device)
+        choose_refine(model.config, refine)
         engine = build_engine(backend, model, precision, model_dir, cache_dir, compile_mode)
         return cls(model, size_policy=size_policy, output_scale=output_scale, engine=engine)
 

@@ -22,6 +22,7 @@ from flowclas_ros.core.data.images import SIZE_POLICIES
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.flow import Flow
 from flowclas_ros.core.jsonio import write_atomic
+from flowclas_ros.core.refine import FineLevel, cascade, standardize
 from flowclas_ros.core.scoring import smooth
 
 CONFIG_FILE = 'config.json'
@@ -33,7 +34,7 @@ class FlowClasModel(nn.Module):
     """Backbone features, their flow latent and the anomaly map derived from it.
 
     ``forward``: ``(B, 3, H, W)`` RGB in [0, 1] -> raw anomaly scores ``(B, H, W)``. Inference
-    engines and training use the pieces (``features``, ``patch_maps``).
+    engines run ``maps``; training uses the pieces (``features``, ``patch_maps``, ``fine``).
     """
 
     def __init__(self, config: ModelConfig, backbone: FeatureExtractor) -> None:
@@ -60,6 +61,7 @@ class FlowClasModel(nn.Module):
         self.flow = Flow(channels, f.steps, f.hidden_ratio, f.clamp, f.seed)
         # Projection head for the contrastive loss; unused at inference.
         self.head = nn.Conv2d(channels, config.train.embed_dim, 1)
+        self.fine = FineLevel(config.fine) if config.fine is not None else None
 
     @property
     def channels(self) -> int:
@@ -103,9 +105,25 @@ class FlowClasModel(nn.Module):
             scores = 1 - torch.exp(inner)
         return smooth(scores, self.config.score_smoothing), norms
 
+    def maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What every engine computes: raw scores and the coarse latent norms ``(B, h, w)``.
+
+        With a fine level the scores are z-scores (``config.fine.coarse``): refined on the fine
+        grid under ``refine: cascade``, else the coarse level's alone, so one calibration
+        serves both.
+        """
+        scores, norms = self.patch_maps(self.features(images))
+        if self.fine is None:
+            return scores, norms
+        c = self.config.fine
+        coarse = standardize(scores, c.coarse)
+        if self.config.refine != 'cascade':
+            return coarse, norms
+        fine = self.fine.scores(self.fine.features(images), self.config.score_smoothing)
+        return cascade(coarse, standardize(fine, c.fine), c.gate), norms
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        scores = self.patch_maps(self.features(images))[0]
-        return upsample(scores, images.shape[-2:])
+        return upsample(self.maps(images)[0], images.shape[-2:])
 
 
 def upsample(scores: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -124,15 +142,26 @@ def build_model(config: ModelConfig) -> FlowClasModel:
     return FlowClasModel(config, backbone)
 
 
+def _trained_parts(model: FlowClasModel) -> dict[str, nn.Module]:
+    parts = {'flow': model.flow, 'head': model.head}
+    return parts | ({'fine': model.fine.flow} if model.fine is not None else {})
+
+
 def trained_state(model: FlowClasModel) -> dict[str, torch.Tensor]:
-    """The trained tensors (flow and head) under ``flow.``/``head.``; the backbone is frozen."""
-    state = {f'flow.{k}': v for k, v in model.flow.state_dict().items()}
-    return state | {f'head.{k}': v for k, v in model.head.state_dict().items()}
+    """The trained tensors under ``flow.``, ``head.`` (and ``fine.``); backbones are frozen."""
+    return {
+        f'{name}.{k}': v
+        for name, part in _trained_parts(model).items()
+        for k, v in part.state_dict().items()
+    }
 
 
 def load_trained_state(model: FlowClasModel, state: dict[str, torch.Tensor]) -> None:
-    model.flow.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith('flow.')})
-    model.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith('head.')})
+    for name, part in _trained_parts(model).items():
+        prefix = f'{name}.'
+        part.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        )
 
 
 def save_model(model: FlowClasModel, directory: str | Path) -> None:

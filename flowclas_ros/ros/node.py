@@ -350,6 +350,7 @@ class _FlowClas:
                     precision=params.precision,
                     cache_dir=params.engine_cache_dir or None,
                     compile_mode=params.torch_compile,
+                    refine=params.refine,
                 )
                 # The first call is several times slower (allocation, kernel choice): pay it now.
                 detector(np.zeros((*detector.model.config.input_size, 3), np.uint8))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from flowclas_ros.core.config import REFINE_MODES
 from flowclas_ros.core.engines import BACKENDS
 from flowclas_ros.core.engines.pytorch import COMPILE_MODES, PRECISIONS
 from flowclas_ros.core.errors import ConfigError
@@ -68,6 +69,13 @@ class NodeParams:
         "count at the camera's aspect; native: the camera's own scale, shrunk to at most that "
         'count',
         choices=SIZE_POLICIES,
+    )
+    refine: str = _param(
+        'model',
+        'reload',
+        "refinement before calibration: model (the model's own), none, or cascade (a model "
+        'trained with a fine level)',
+        choices=('model', *REFINE_MODES),
     )
     output_scale: float = _param(
         1.0, 'live', 'output resolution as a fraction of the input (> 0)', low=0.0, high=4.0

@@ -48,7 +48,9 @@ def build_engine(
     if model_dir is None:
         raise ConfigError(f'backend {backend} needs the model directory to cache its graphs')
     cache = Path(cache_dir) if cache_dir else Path(model_dir) / 'engines'
-    fingerprint = model_fingerprint(model_dir, model.config.backbone.weight_files())
+    c = model.config
+    weights = c.backbone.weight_files() + (c.fine.backbone.weight_files() if c.fine else [])
+    fingerprint = model_fingerprint(model_dir, weights, c.refine)
     if backend == 'onnxruntime':
         from flowclas_ros.core.engines.onnx_runtime import OnnxRuntimeEngine
 

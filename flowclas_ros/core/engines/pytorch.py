@@ -15,7 +15,7 @@ COMPILE_MODES = ('none', 'default', 'reduce-overhead', 'max-autotune')
 
 
 class TorchEngine(Engine):
-    """``model.patch_maps(model.features(x))`` under autocast, optionally ``torch.compile``d.
+    """``model.maps(x)`` under autocast, optionally ``torch.compile``d.
 
     ``reduce-overhead`` captures CUDA graphs, which removes per-kernel launch cost at batch 1.
     """
@@ -38,7 +38,7 @@ class TorchEngine(Engine):
             self._run = torch.compile(self._forward, mode=compile_mode)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.patch_maps(self.model.features(images))
+        return self.model.maps(images)
 
     def autocast(self) -> torch.autocast:
         """The precision context the engine runs in (the benchmark times stages inside it)."""

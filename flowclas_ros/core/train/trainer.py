@@ -56,6 +56,8 @@ from flowclas_ros.core.model import (
     trained_state,
 )
 from flowclas_ros.core.scoring import fit_calibration
+from flowclas_ros.core.train.batching import as_float, by_size, cosine_schedule, each_image
+from flowclas_ros.core.train.fine import fit_level_stats, train_fine
 
 STATE_FILE = 'train_state.pt'
 LOG_FILE = 'train_log.json'
@@ -98,41 +100,6 @@ def _sized(rgb: np.ndarray, config: ModelConfig, multiple: int) -> torch.Tensor:
     return (to_batch([rgb], size) * 255).round().byte()[0]
 
 
-def _as_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return images.to(device).float() / 255
-
-
-def _by_size(indices: list[int], images: list[torch.Tensor], limit: int = 16) -> list[list[int]]:
-    """``indices`` grouped into batches of equal image size, at most ``limit`` each."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i in indices:
-        groups.setdefault(tuple(images[i].shape), []).append(i)
-    return [g[k : k + limit] for g in groups.values() for k in range(0, len(g), limit)]
-
-
-@torch.no_grad()
-def _each_image(
-    fn: Callable[[torch.Tensor], torch.Tensor], images: list[torch.Tensor], device: torch.device
-) -> list[torch.Tensor]:
-    """``fn`` on every image, batched by size, each result back on the host in input order."""
-    out: list[torch.Tensor] = [torch.empty(0)] * len(images)
-    for group in _by_size(list(range(len(images))), images, 8):
-        result = fn(_as_float(torch.stack([images[i] for i in group]), device))
-        for k, i in enumerate(group):
-            out[i] = result[k].cpu()
-    return out
-
-
-def _patch_maps(
-    model: FlowClasModel, images: list[torch.Tensor], device: torch.device
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Raw patch scores and latent norms of each image, ``(h, w)`` on the host."""
-    maps = _each_image(
-        lambda x: torch.stack(model.patch_maps(model.features(x)), 1), images, device
-    )
-    return [m[0] for m in maps], [m[1] for m in maps]
-
-
 class _Validation:
     """Fixed validation images and pixel labels, scored each epoch for checkpoint choice.
 
@@ -152,7 +119,7 @@ class _Validation:
             self.features = _clean_features(model, self.images, device)
         scores: list[torch.Tensor] = [torch.empty(0)] * len(self.features)
         with torch.no_grad():
-            for group in _by_size(list(range(len(self.features))), self.features, 8):
+            for group in by_size(list(range(len(self.features))), self.features, 8):
                 feats = torch.stack([self.features[i] for i in group]).to(device).float()
                 for k, s in zip(group, model.patch_maps(feats)[0], strict=True):
                     scores[k] = s.cpu()
@@ -179,7 +146,7 @@ def _validation(
         gen = torch.Generator().manual_seed(config.train.seed + 1)
         images, labels = [], []
         for image in held_out:
-            mixed, label = paster.paste(_as_float(image[None], torch.device('cpu')), gen)
+            mixed, label = paster.paste(as_float(image[None], torch.device('cpu')), gen)
             images.append((mixed[0] * 255).round().byte())
             labels.append(label[0])
         return _Validation(images, labels, held_out)
@@ -194,13 +161,6 @@ def _validation(
         images.append(image)
     normal = [x for x, y in zip(images, labels, strict=True) if not (y == 1).any()]
     return _Validation(images, labels, normal or images)
-
-
-def _schedule(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def _progress(text: str, enabled: bool) -> None:
@@ -232,7 +192,7 @@ def _clean_features(
 
     The backbone is frozen, so only images that get pseudo-outliers pasted need it again.
     """
-    return _each_image(lambda x: model.features(x).half(), images, device)
+    return each_image(lambda x: model.features(x).half(), images, device)
 
 
 def _paste_from(
@@ -254,7 +214,7 @@ def _paste_from(
                 f, g = data.pasted[int(torch.randint(len(data.pasted), (), generator=gen))][i]
                 feats[j], grid[j] = f.to(device).float(), g
         return feats, grid
-    clean = _as_float(torch.stack([data.train_images[i] for i in group]), torch.device('cpu'))
+    clean = as_float(torch.stack([data.train_images[i] for i in group]), torch.device('cpu'))
     mixed, pixel_labels = data.paster.paste(clean, gen)
     pasted = (pixel_labels == 1).flatten(1).any(1)
     if pasted.any():
@@ -295,7 +255,7 @@ def _losses(
     """Likelihood and contrastive terms of one batch, pooled over its image sizes."""
     model, tc = data.model, data.model.config.train
     log_probs, labels, embeddings = [], [], []
-    for group in _by_size(batch, data.train_images):
+    for group in by_size(batch, data.train_images):
         feats, grid = _crop(*_paste_from(data, group, gen, device), tc.crop, gen)
         feats = feats + tc.feature_noise * torch.randn_like(feats)
         log_prob, z = model.flow.log_prob(feats)
@@ -385,8 +345,8 @@ def _pasted_variants(
     for v in range(tc.pasted_variants if tc.mode == 'flowclas' else 0):
         gen = torch.Generator().manual_seed(tc.seed + 3 + v)
         variant: list[tuple[torch.Tensor, torch.Tensor]] = [(torch.empty(0),) * 2] * len(images)
-        for group in _by_size(list(range(len(images))), images, 8):
-            clean = _as_float(torch.stack([images[i] for i in group]), torch.device('cpu'))
+        for group in by_size(list(range(len(images))), images, 8):
+            clean = as_float(torch.stack([images[i] for i in group]), torch.device('cpu'))
             mixed, pixel_labels = paster.paste(clean, gen, probability=1.0)
             feats = model.features(mixed.to(model.device))
             grid = grid_labels(pixel_labels, tuple(feats.shape[-2:]), tc.inlier_margin)
@@ -451,7 +411,7 @@ class _Optimization:
         total = tc.epochs * self.steps_per_epoch
         warmup = max(1, int(tc.warmup_fraction * total))
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: _schedule(s, total, warmup)
+            self.opt, lambda s: cosine_schedule(s, total, warmup)
         )
         self.gen = torch.Generator().manual_seed(tc.seed + 2)
         self.result = TrainResult(best_epoch=-1, best_val_ap=-1.0)
@@ -550,7 +510,12 @@ def _calibration(
 ) -> Calibration:
     """The score scale and mask-rule tables, fitted on clean held-out normal images."""
     model.flow.eval()
-    scores, norms = _patch_maps(model, normal, device)
+    scores, norms = [], []
+    with torch.no_grad():
+        for image in normal:  # one by one: a cascade's scores and norms differ in grid
+            s, n = model.maps(as_float(image[None], device))
+            scores.append(s[0].cpu())
+            norms.append(n[0].cpu())
     if not all(
         torch.isfinite(s).all() and torch.isfinite(n).all()
         for s, n in zip(scores, norms, strict=True)
@@ -609,6 +574,9 @@ def train(
     _progress('', progress)
     if state.best is not None:
         load_trained_state(model, state.best)
+    fine_history = train_fine(model, data.train_images) if model.fine is not None else []
+    if model.fine is not None:
+        fit_level_stats(model, data.val.normal)
     model.config.calibration = _calibration(model, data.val.normal, dev)
     save_model(model, work)
     state.result.seconds = time.time() - start
@@ -619,6 +587,7 @@ def train(
             'best_val_ap': state.result.best_val_ap,
             'seconds': state.result.seconds,
             'history': state.result.history,
+            'fine_nll': fine_history,
             'images': str(images_dir),
             'outliers': None if outlier_dir is None else str(outlier_dir),
             'val': None if val_dir is None else str(val_dir),

@@ -1,0 +1,197 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Refinement between scoring and calibration: a fine feature level, admitted where it counts.
+
+A coarse (stride-32) map ranks well and says roughly where; a stride-8 density says which
+pixels, but ranks poorly alone (at that scale ordinary texture is often unusual). The cascade
+keeps the coarse z-score everywhere and adds the fine level's positive z only where the coarse
+one exceeds a gate, so masks follow the defect while the ranking elsewhere is untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from flowclas_ros.core.backbones import build_backbone
+from flowclas_ros.core.config import REFINE_MODES, FineConfig, LevelStats, ModelConfig
+from flowclas_ros.core.errors import ConfigError
+from flowclas_ros.core.flow import Flow
+from flowclas_ros.core.scoring import smooth
+
+# Standard-normal 99th percentile: LevelStats put each level's normal p99 there.
+_Z99 = 2.326
+
+
+class FineLevel(nn.Module):
+    """A frozen encoder at a fine stride and the small flow fitted to its features."""
+
+    def __init__(self, config: FineConfig) -> None:
+        super().__init__()
+        b = config.backbone
+        self.backbone = build_backbone(b.name, b.weights, b.layers)
+        f = config.flow
+        self.flow = Flow(self.backbone.out_dim, f.steps, f.hidden_ratio, f.clamp, f.seed)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.backbone(images)
+
+    def scores(self, feats: torch.Tensor, smoothing: float) -> torch.Tensor:
+        """Raw NLL per dimension ``(B, h, w)``, smoothed like the coarse level's."""
+        log_prob, _ = self.flow.log_prob(feats)
+        return smooth(-log_prob / self.flow.channels, smoothing)
+
+
+def standardize(scores: torch.Tensor, stats: LevelStats) -> torch.Tensor:
+    return (scores - stats.center) / stats.width
+
+
+def cascade(coarse_z: torch.Tensor, fine_z: torch.Tensor, gate: float) -> torch.Tensor:
+    """Coarse z on the fine grid, plus ``max(fine z, 0)`` where the coarse z exceeds ``gate``."""
+    coarse = F.interpolate(
+        coarse_z[:, None], size=fine_z.shape[-2:], mode='bilinear', align_corners=False
+    )[:, 0]
+    return torch.where(coarse > gate, coarse + fine_z.clamp(min=0), coarse)
+
+
+def fit_stats(maps: Sequence[np.ndarray]) -> LevelStats:
+    """Median at 0 and 99th percentile at 2.33 of the pooled normal maps."""
+    pixels = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in maps])
+    center, p99 = np.quantile(pixels, [0.5, 0.99])
+    return LevelStats(center=float(center), width=float(max((p99 - center) / _Z99, 1e-6)))
+
+
+def choose_refine(config: ModelConfig, mode: str) -> None:
+    """Override a loaded model's ``refine`` (``model`` keeps it); cascade needs a fine level."""
+    if mode == 'model':
+        return
+    if mode not in REFINE_MODES:
+        raise ConfigError(f'unknown refine {mode!r}; choose from {("model", *REFINE_MODES)}')
+    if mode == 'cascade' and config.fine is None:
+        raise ConfigError(
+            'refine cascade needs a model trained with a fine level (flowclas-train --refine '
+            'cascade)'
+        )
+    config.refine = mode
+
+
+# Region consistency: the official FlowCLAS code's rule over SAM 2 masks, here over any
+# segmentation (label 0 = no segment). Inside each segment the scores are binned (``BINS``
+# between its min and max); scores outside the most populated bin become that bin's mean, so a
+# region the detector half-found lights up whole and its border follows the image.
+BINS = 20
+
+
+def region_consistency(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``scores`` ``(H, W)`` with each labelled segment pulled to its modal bin's mean.
+
+    ``labels`` ``(H, W)`` integers on the same device; 0 and negative labels are left alone.
+    """
+    if labels.shape != scores.shape:
+        raise ConfigError(
+            f'segments {tuple(labels.shape)} do not match scores {tuple(scores.shape)}'
+        )
+    flat, seg = scores.reshape(-1), labels.reshape(-1).long()
+    inside = seg > 0
+    if not bool(inside.any()):
+        return scores
+    _, seg = torch.unique(seg[inside], return_inverse=True)  # dense ids 0..n-1
+    values = flat[inside]
+    n = int(seg.max()) + 1
+    low = torch.full((n,), float('inf'), device=flat.device).scatter_reduce(0, seg, values, 'amin')
+    high = torch.full((n,), -float('inf'), device=flat.device).scatter_reduce(
+        0, seg, values, 'amax'
+    )
+    span = (high - low).clamp(min=1e-12)
+    bins = ((values - low[seg]) / span[seg] * BINS).long().clamp(max=BINS - 1)
+    cell = seg * BINS + bins
+    counts = torch.bincount(cell, minlength=n * BINS).view(n, BINS)
+    sums = torch.zeros(n * BINS, device=flat.device, dtype=values.dtype).index_add_(
+        0, cell, values
+    )
+    modal = counts.argmax(1)
+    modal_mean = (
+        sums.view(n, BINS).gather(1, modal[:, None])[:, 0] / counts.gather(1, modal[:, None])[:, 0]
+    )
+    refined = torch.where(bins == modal[seg], values, modal_mean[seg].to(values.dtype))
+    out = flat.clone()
+    out[inside] = refined
+    return out.view_as(scores)
+
+
+def _lab(rgb: torch.Tensor) -> torch.Tensor:
+    """Gamma-encoded RGB ``(3, H, W)`` in [0, 1] -> CIE L*a*b* (D65), a perceptual space."""
+    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    m = torch.tensor(
+        [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]],
+        dtype=rgb.dtype,
+        device=rgb.device,
+    )
+    xyz = torch.einsum('ij,jhw->ihw', m, linear)
+    xyz = (
+        xyz / torch.tensor([0.9505, 1.0, 1.089], dtype=rgb.dtype, device=rgb.device)[:, None, None]
+    )
+    f = torch.where(xyz > 0.008856, xyz.clamp(min=1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
+    return torch.stack([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def superpixels(
+    rgb: torch.Tensor,
+    segments: int = 300,
+    compactness: float = 10.0,
+    iterations: int = 5,
+    max_side: int = 320,
+) -> torch.Tensor:
+    """SLIC superpixels of ``(3, H, W)`` RGB in [0, 1]: labels ``(H, W)`` from 1.
+
+    Needs no weights. Run on the frame shrunk to ``max_side`` and upsampled by nearest
+    neighbour (their borders are then up to one shrunk pixel off); each pixel chooses among the
+    centres of its own and the eight neighbouring grid cells, with no connectivity pass.
+    """
+    height, width = rgb.shape[-2:]
+    scale = min(1.0, max_side / max(height, width))
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    small = F.interpolate(rgb[None].float(), (h, w), mode='area')[0] if scale < 1 else rgb.float()
+    step = max(1.0, (h * w / segments) ** 0.5)
+    gh, gw = max(1, round(h / step)), max(1, round(w / step))
+    ys = torch.arange(h, device=rgb.device, dtype=torch.float32)
+    xs = torch.arange(w, device=rgb.device, dtype=torch.float32)
+    yy, xx = torch.meshgrid(ys, xs, indexing='ij')
+    weight = compactness / step
+    feats = torch.cat([_lab(small), (yy * weight)[None], (xx * weight)[None]]).reshape(5, -1)
+    cy = (yy.long() * gh // h).reshape(-1)
+    cx = (xx.long() * gw // w).reshape(-1)
+    cell = cy * gw + cx
+    n = gh * gw
+    centres = _cell_means(feats, cell, n, torch.zeros(5, n, device=rgb.device))
+    candidates = [
+        (cy + dy).clamp(0, gh - 1) * gw + (cx + dx).clamp(0, gw - 1)
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    ]
+    for _ in range(iterations):
+        best = cell.clone()
+        nearest = torch.full(cell.shape, float('inf'), device=rgb.device)
+        for candidate in candidates:
+            distance = (feats - centres[:, candidate]).square().sum(0)
+            closer = distance < nearest
+            nearest = torch.where(closer, distance, nearest)
+            best = torch.where(closer, candidate, best)
+        cell = best
+        centres = _cell_means(feats, cell, n, centres)
+    labels = (cell + 1).view(1, 1, h, w).float()
+    return F.interpolate(labels, (height, width), mode='nearest')[0, 0].long()
+
+
+def _cell_means(
+    feats: torch.Tensor, cell: torch.Tensor, n: int, old: torch.Tensor
+) -> torch.Tensor:
+    """Mean feature ``(5, n)`` of the pixels in each cell; an empty cell keeps ``old``."""
+    sums = torch.zeros(feats.shape[0], n, device=feats.device).index_add_(1, cell, feats)
+    counts = torch.bincount(cell, minlength=n)[None]
+    return torch.where(counts > 0, sums / counts.clamp(min=1), old)

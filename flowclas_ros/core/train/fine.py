@@ -1,0 +1,73 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The cascade's fine level, trained after the coarse flow on the same training images.
+
+Likelihood alone, on clean images: the fine level only has to say which pixels within a region
+the coarse level already marks are unusual, so it needs no pseudo-outliers to learn a border
+between normal and anomalous (the coarse level's contrastive term did that).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from flowclas_ros.core.errors import ConfigError
+from flowclas_ros.core.model import FlowClasModel
+from flowclas_ros.core.refine import FineLevel, fit_stats
+from flowclas_ros.core.train.batching import by_size, cosine_schedule, each_image
+
+
+def _fine_level(model: FlowClasModel) -> FineLevel:
+    if model.fine is None or model.config.fine is None:
+        raise ConfigError('the model has no fine level (config.fine is null)')
+    return model.fine
+
+
+def train_fine(model: FlowClasModel, images: list[torch.Tensor]) -> list[float]:
+    """Fit ``model.fine.flow`` to the fine features of ``images``; the mean NLL per epoch."""
+    fine, tc = _fine_level(model), model.config.train
+    device = model.device
+    feats = each_image(lambda x: fine.features(x).half(), images, device)
+    params = list(fine.flow.parameters())
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    steps = math.ceil(len(images) / tc.batch_size)
+    total = model.config.fine.epochs * steps
+    warmup = max(1, int(tc.warmup_fraction * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_schedule(s, total, warmup))
+    gen = torch.Generator().manual_seed(tc.seed + 5)
+    history = []
+    fine.flow.train()
+    for _ in range(model.config.fine.epochs):
+        perm = torch.randperm(len(images), generator=gen).tolist()
+        sum_nll = 0.0
+        for step in range(steps):
+            batch = perm[step * tc.batch_size : (step + 1) * tc.batch_size]
+            log_probs = []
+            for group in by_size(batch, feats):
+                x = torch.stack([feats[i] for i in group]).to(device).float()
+                x = x + tc.feature_noise * torch.randn(x.shape, generator=gen).to(device)
+                log_probs.append(fine.flow.log_prob(x)[0].flatten())
+            nll = -torch.cat(log_probs).mean() / fine.flow.channels
+            if not torch.isfinite(nll):
+                raise FloatingPointError(f'fine-level loss became {nll.item()}')
+            opt.zero_grad(set_to_none=True)
+            nll.backward()
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            opt.step()
+            sched.step()
+            sum_nll += nll.item()
+        history.append(sum_nll / steps)
+    fine.flow.eval()
+    return history
+
+
+def fit_level_stats(model: FlowClasModel, normal: list[torch.Tensor]) -> None:
+    """Each level's z-scale on clean normal images (``config.fine.coarse`` and ``.fine``)."""
+    fine, config = _fine_level(model), model.config.fine
+    smoothing = model.config.score_smoothing
+    coarse = each_image(lambda x: model.patch_maps(model.features(x))[0], normal, model.device)
+    detail = each_image(lambda x: fine.scores(fine.features(x), smoothing), normal, model.device)
+    config.coarse = fit_stats([m.numpy() for m in coarse])
+    config.fine = fit_stats([m.numpy() for m in detail])

@@ -1,0 +1,136 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The cascade refinement: its arithmetic, its config, and a model that carries a fine level."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+import torch
+
+from flowclas_ros.core.config import BackboneConfig, FineConfig, LevelStats, ModelConfig
+from flowclas_ros.core.data.images import to_batch
+from flowclas_ros.core.errors import ConfigError, ModelFileError
+from flowclas_ros.core.inference import Detector
+from flowclas_ros.core.model import (
+    WEIGHTS_FILE,
+    build_model,
+    load_model,
+    save_model,
+    trained_state,
+    upsample,
+)
+from flowclas_ros.core.refine import cascade, choose_refine, fit_stats, standardize
+
+
+def smooth_image(h, w, seed=0):
+    """Smooth colour ramps with a little noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (h + w)], -1)
+    return np.clip(base + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8)
+
+
+def test_cascade_adds_positive_fine_detail_only_above_the_gate():
+    # Coarse [1, 3] on a 1x2 grid upsamples bilinearly to [1, 1.5, 2.5, 3] on 1x4.
+    coarse = torch.tensor([[[1.0, 3.0]]])
+    fine = torch.tensor([[[5.0, 5.0, 5.0, -4.0]]])
+    out = cascade(coarse, fine, gate=2.0)
+    np.testing.assert_allclose(out.numpy(), [[[1.0, 1.5, 7.5, 3.0]]])
+    # A gate above every coarse value leaves the coarse map alone.
+    np.testing.assert_allclose(cascade(coarse, fine, gate=9.0).numpy(), [[[1.0, 1.5, 2.5, 3.0]]])
+
+
+def test_level_stats_put_the_median_at_zero_and_the_99th_percentile_at_2_33():
+    values = np.arange(1001, dtype=np.float64)  # median 500, 99th percentile 990
+    stats = fit_stats([values[:400].reshape(20, 20), values[400:]])
+    assert stats.center == pytest.approx(500.0)
+    z = standardize(torch.tensor([500.0, 990.0], dtype=torch.float64), stats)
+    np.testing.assert_allclose(z.numpy(), [0.0, 2.326], atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ('changes', 'message'),
+    [
+        ({'refine': 'sharpen'}, "'refine' must be one of"),
+        ({'refine': 'cascade'}, "'fine' must be set"),
+        ({'fine': {'flow': {'steps': 0}}}, "'fine.flow.steps'"),
+        ({'fine': {'fine': {'center': 0.0, 'width': 0.0}}}, "'fine.coarse.width'"),
+    ],
+)
+def test_bad_refine_settings_are_named(changes, message):
+    data = ModelConfig().to_dict() | changes
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig.from_dict(data)
+
+
+def test_choose_refine_refuses_a_cascade_without_a_fine_level():
+    config = ModelConfig()
+    choose_refine(config, 'model')
+    choose_refine(config, 'none')
+    with pytest.raises(ConfigError, match='trained with a fine level'):
+        choose_refine(config, 'cascade')
+    with pytest.raises(ConfigError, match='unknown refine'):
+        choose_refine(config, 'slic')
+
+
+def _fine_model(refine='cascade'):
+    config = ModelConfig(
+        input_size=[64, 64], backbone=BackboneConfig(), refine=refine, fine=FineConfig()
+    )
+    config.fine.coarse = LevelStats(center=0.5, width=0.2)
+    config.fine.fine = LevelStats(center=1.0, width=0.5)
+    return build_model(config).eval()
+
+
+def test_a_cascade_scores_on_the_fine_grid_and_keeps_the_coarse_map_below_the_gate():
+    model = _fine_model()
+    batch = to_batch([smooth_image(64, 64)], (64, 64))
+    with torch.no_grad():
+        refined, norms = model.maps(batch)
+        coarse, coarse_norms = model.patch_maps(model.features(batch))
+    assert refined.shape[-2:] == (8, 8)  # EfficientNet-Lite0 stride 8 on 64 px
+    assert norms.shape[-2:] == coarse.shape[-2:] == (4, 4)  # default taps end at stride 16
+    torch.testing.assert_close(norms, coarse_norms)
+    z = upsample(standardize(coarse, model.config.fine.coarse), (8, 8))
+    below = z <= model.config.fine.gate
+    torch.testing.assert_close(refined[below], z[below])
+    assert (refined[~below] >= z[~below]).all()
+    model.config.refine = 'none'
+    with torch.no_grad():
+        unrefined, _ = model.maps(batch)
+    torch.testing.assert_close(unrefined, standardize(coarse, model.config.fine.coarse))
+
+
+def test_the_fine_flow_is_saved_loaded_and_checked(tmp_path):
+    model = _fine_model()
+    with torch.no_grad():
+        next(model.fine.flow.parameters()).add_(0.25)  # differ from a fresh build
+    save_model(model, tmp_path / 'm')
+    state = trained_state(model)
+    assert any(k.startswith('fine.') for k in state)
+    loaded = load_model(tmp_path / 'm')
+    for key, value in trained_state(loaded).items():
+        torch.testing.assert_close(value, state[key])
+    rgb = smooth_image(64, 64, seed=3)
+    np.testing.assert_allclose(Detector(loaded)(rgb), Detector(model)(rgb), rtol=0, atol=1e-6)
+    weights = load_file(tmp_path / 'm' / WEIGHTS_FILE)
+    save_file({k: v for k, v in weights.items() if not k.startswith('fine.')}, tmp_path / 'w')
+    (tmp_path / 'm' / WEIGHTS_FILE).write_bytes((tmp_path / 'w').read_bytes())
+    config = (tmp_path / 'm' / 'config.json').read_text()
+    (tmp_path / 'm' / 'config.json').write_text(config.replace(model.config.weights_sha256, ''))
+    with pytest.raises(ModelFileError, match='does not fit'):
+        load_model(tmp_path / 'm')
+
+
+def test_detector_load_overrides_the_refinement(tmp_path):
+    save_model(_fine_model(), tmp_path / 'm')
+    rgb = smooth_image(64, 64, seed=1)
+    refined = Detector.load(tmp_path / 'm')
+    plain = Detector.load(tmp_path / 'm', refine='none')
+    assert plain.model.config.refine == 'none'
+    assert refined.model.config.refine == 'cascade'
+    assert refined(rgb).shape == plain(rgb).shape == (64, 64)
+    with pytest.raises(ConfigError, match='unknown refine'):
+        Detector.load(tmp_path / 'm', refine='segments')
