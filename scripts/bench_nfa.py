@@ -10,11 +10,11 @@ selected and labelled, as on a real defect), and prints the median and 95th perc
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 
+from flowclas_ros.core.jsonio import dumps
 from flowclas_ros.core.thresholds.nfa import nfa_mask
 
 
@@ -43,7 +43,7 @@ def main() -> None:
         'p95_ms': round(float(np.percentile(ms, 95)), 2),
         'frames_with_detection': found,
     }
-    print(json.dumps(result))
+    print(dumps(result))
 
 
 if __name__ == '__main__':

@@ -21,7 +21,6 @@ default`` the default's two encoders (the README's table has both).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 import statistics
@@ -33,6 +32,8 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from flowclas_ros.core.jsonio import write_json
 
 if TYPE_CHECKING:
     from flowclas_ros.core.inference import Detector
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         + ', '.join(f'{k} {v:.2f} ms' for k, v in r['stage_median_ms'].items())
     )
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + '\n')
+        write_json(args.json, result)
     return 0
 
 

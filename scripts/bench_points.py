@@ -16,10 +16,11 @@ and ``stage.points_ms`` as the node would report them, and of the two together.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
+
+from flowclas_ros.core.jsonio import dumps, write_json
 
 
 def scene(height: int, width: int, marked: float, blobs: int, seed: int = 0):
@@ -133,10 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                             ('depth_and_points', total))
         },
     }  # fmt: skip
-    print(json.dumps(result, indent=2))
+    print(dumps(result, indent=2))
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result)
     return 0
 
 

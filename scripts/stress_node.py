@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-import json
 import os
 from pathlib import Path
 import statistics
@@ -36,6 +35,8 @@ import time
 
 from bench_node import default_model, make_frames
 import numpy as np
+
+from flowclas_ros.core.jsonio import write_json
 
 OUTCOMES = ('processed', 'superseded', 'skipped', 'rejected')
 
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         model = Path(args.model) if args.model else default_model(Path(tmp) / 'model', 160)
         result = {'soak': soak, 'overload': overload, 'fuzz': fuzz}[args.mode](args, model)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + '\n')
+        write_json(args.json, result)
     return 0
 
 

@@ -12,7 +12,6 @@ oracle mask mIoU at the best single threshold), so no variant needs its own cali
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ import torch
 from flowclas_ros.core.data.frames import split_frames
 from flowclas_ros.core.evaluate import _Masks, _metrics
 from flowclas_ros.core.inference import Detector
+from flowclas_ros.core.jsonio import dumps
 from flowclas_ros.core.masks import MaskRule
 from flowclas_ros.core.model import load_model, upsample
 from flowclas_ros.core.refine import region_consistency, standardize, superpixels
@@ -71,7 +71,7 @@ def main() -> None:
         out = _metrics(scored, lo, hi, calibration, _Masks(MaskRule(), calibration, None), None)
         row = {k: round(out[k], 4) for k in ('ap', 'auroc', 'fpr95', 'mean_per_class_auroc')}
         row['oracle_miou'] = round(out['masks']['oracle']['miou'], 4)
-        print(json.dumps({'variant': name} | row), flush=True)
+        print(dumps({'variant': name} | row), flush=True)
 
     run('coarse', lambda c, f: c)
     for gate in args.gates:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flowclas_ros.cli.common import add_model_args, load_model_arg, run_tool
+from flowclas_ros.core.engines import BACKENDS
+from flowclas_ros.core.engines.pytorch import PRECISIONS
 from flowclas_ros.core.jsonio import write_json
 from flowclas_ros.core.masks import MASK_MODES, NFA_NULLS, MaskRule
 from flowclas_ros.core.visualize import heatmap
@@ -24,6 +26,8 @@ from flowclas_ros.core.visualize import heatmap
 if TYPE_CHECKING:
     from flowclas_ros.core.data.bags import BagWriter
     from flowclas_ros.core.data.frames import Frame
+    from flowclas_ros.core.engines import Engine
+    from flowclas_ros.core.model import FlowClasModel
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +74,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         '--mask-min-area', type=int, default=MaskRule.min_area, help='drop smaller mask regions'
     )
+    p.add_argument(
+        '--backend',
+        choices=BACKENDS,
+        default='torch',
+        help='engine to score with, as the node would run it (quality of the deployed path)',
+    )
+    p.add_argument('--precision', choices=tuple(PRECISIONS), default='fp32')
     p.add_argument('--json', help='write the metrics here')
     p.add_argument('--report', help='write a self-contained HTML report here')
     p.add_argument('--save-maps', help='write input|heatmap|mask|truth panels here')
@@ -129,7 +140,7 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
 
     frames = BagFrames(args.bag, args.topic, args.masks, args.mask_topic)
     model = load_model_arg(args)
-    detector = Detector(model)
+    detector = Detector(model, engine=_engine(args, model))
     rule = MaskRule.from_settings(args)
     require(rule, model.config.calibration, True)  # before an output bag exists
     out_bag = Path(args.out_bag or f'{str(args.bag).rstrip("/")}_anomaly')
@@ -149,6 +160,7 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
                 args.save_maps,
                 lambda f, s, n: emit(f, detector.postprocess(s, f.shape), n),
                 rule,
+                detector.engine,
             )
         else:
             evaluation = None
@@ -156,6 +168,12 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
                 emit(frame, *detector.detect(frame.rgb, rule.mode == 'nfa'))
     info = {'out_bag': str(out_bag), 'frames_written': written, 'rejected': frames.rejected}
     return evaluation, info
+
+
+def _engine(args: argparse.Namespace, model: FlowClasModel) -> Engine:
+    from flowclas_ros.core.engines import build_engine
+
+    return build_engine(args.backend, model, args.precision, args.model)
 
 
 def _write_outputs(
@@ -186,8 +204,13 @@ def main(argv: list[str] | None = None) -> int:
             from flowclas_ros.core.evaluate import evaluate
 
             frames = split_frames(args.data)
+            model = load_model_arg(args)
             evaluation = evaluate(
-                load_model_arg(args), frames, args.save_maps, rule=MaskRule.from_settings(args)
+                model,
+                frames,
+                args.save_maps,
+                rule=MaskRule.from_settings(args),
+                engine=_engine(args, model),
             )
             info = {}
         elif args.scores_topic:

@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 
 from flowclas_ros.cli.common import add_backbone_args, backbone_from_args, run_tool
 from flowclas_ros.core.config import REFINE_MODES, FineConfig, ModelConfig
 from flowclas_ros.core.data.images import SIZE_POLICIES
 from flowclas_ros.core.data.outliers import PLACEMENTS
+from flowclas_ros.core.jsonio import dumps
 from flowclas_ros.core.model import SCORES
 from flowclas_ros.core.presets import PRESETS, preset_config
 from flowclas_ros.core.train.trainer import MODES
@@ -39,6 +39,7 @@ _CONFIG_FLAGS = {
     'context_window': 'context_window',
     'score': 'score',
     'score_smoothing': 'score_smoothing',
+    'center_per_frame': 'center_per_frame',
     'refine': 'refine',
 }
 
@@ -107,6 +108,11 @@ def parser() -> argparse.ArgumentParser:
     flag('--context-window', 'odd k > 1 appends a k x k local mean of the features', type=int)
     flag('--score', choices=SCORES)
     flag('--score-smoothing', 'Gaussian sigma in patches over the score map (0: off)', type=float)
+    flag(
+        '--center-per-frame',
+        "subtract each frame's median score (scenes unlike the training frames)",
+        action=argparse.BooleanOptionalAction,
+    )
     flag(
         '--refine',
         'cascade: also train a fine level (EfficientNet-Lite0 stride 8) whose detail sharpens '
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             'best_val_ap': round(result.best_val_ap, 4),
             'seconds': round(result.seconds, 1),
         }
-        print(json.dumps(summary))
+        print(dumps(summary))
         return 0
 
     return run_tool('flowclas-train', body)

@@ -268,6 +268,11 @@ class ModelConfig:
     # Gaussian sigma, in patches, over the patch score map: one defect spans several patches,
     # so averaging neighbours removes single-patch noise (anomalib blurs its maps likewise).
     score_smoothing: float = 1.0
+    # Subtract each frame's median patch score: a scene unlike every training frame (a rural
+    # road for a model trained on city streets) raises all of its scores, and a fixed scale
+    # then ranks whole scenes instead of the objects in them. Assumes anomalies cover less than
+    # half of a frame; on surface defects it cost ranking (a defect raises its whole tile).
+    center_per_frame: bool = False
     # ``cascade`` adds ``fine``'s detail inside regions the coarse map marks (``core.refine``).
     refine: str = 'none'
     fine: FineConfig | None = None

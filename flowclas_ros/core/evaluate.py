@@ -21,6 +21,7 @@ import torch
 
 from flowclas_ros.core.config import Calibration
 from flowclas_ros.core.data.frames import Frame, FrameSource
+from flowclas_ros.core.engines import Engine
 from flowclas_ros.core.errors import DataError
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.masks import (
@@ -62,15 +63,18 @@ def evaluate(
     save_maps: str | Path | None = None,
     on_scores: Callable[[Frame, torch.Tensor, np.ndarray], None] | None = None,
     rule: MaskRule | None = None,
+    engine: Engine | None = None,
 ) -> Evaluation:
     """Score every frame with ``model`` as the node does, then compute metrics.
 
     ``on_scores(frame, patch_scores, latent_norms)`` sees each frame's engine outputs (the
     norms on the host) as they are computed; the bag tool writes its output bag from them.
     ``rule`` is the mask rule whose masks the panels show; every rule's quality is measured.
+    ``engine`` runs the model (default: torch fp32), so the ONNX Runtime and TensorRT paths a
+    robot deploys are scored as well.
     """
     start = time.time()
-    detector = Detector(model)  # the node's preprocessing and engine, on the model's device
+    detector = Detector(model, engine=engine)  # the node's preprocessing, on the model's device
     maps: list[tuple[torch.Tensor, np.ndarray]] = []
     lo, hi = np.inf, -np.inf
     with torch.no_grad():

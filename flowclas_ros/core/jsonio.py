@@ -45,7 +45,11 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON text (see ``strict``): what every tool prints or writes."""
+    return json.dumps(strict(obj), indent=indent, allow_nan=False)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Strict, indented JSON (see ``strict``), written atomically."""
-    text = json.dumps(strict(obj), indent=2, allow_nan=False) + '\n'
-    write_atomic(path, text.encode())
+    """Strict, indented JSON, written atomically."""
+    write_atomic(path, (dumps(obj, indent=2) + '\n').encode())

@@ -23,7 +23,7 @@ from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.flow import Flow
 from flowclas_ros.core.jsonio import write_atomic
 from flowclas_ros.core.refine import FineLevel, cascade, standardize
-from flowclas_ros.core.scoring import smooth
+from flowclas_ros.core.scoring import frame_median, smooth
 
 CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'flow.safetensors'
@@ -91,7 +91,8 @@ class FlowClasModel(nn.Module):
         Score (larger is more anomalous): ``nll`` is the negative log-likelihood per dimension,
         log-det included; ``latent`` is the bounded ``1 - exp(mean_c(-z~^2 / 2 - log sigma))``
         on the standardized latent. Both are smoothed over neighbouring patches by
-        ``config.score_smoothing``. The norm ``q = sum_c z~^2`` is left unsmoothed, in float32:
+        ``config.score_smoothing`` and, with ``config.center_per_frame``, less each map's
+        median. The norm ``q = sum_c z~^2`` is left unsmoothed, in float32:
         under the normal hypothesis it is chi-square with C degrees of freedom, which the NFA
         threshold relies on.
         """
@@ -103,7 +104,10 @@ class FlowClasModel(nn.Module):
         else:
             inner = (-0.5 * zt.square() - self.flow.base.log_std).mean(dim=1)
             scores = 1 - torch.exp(inner)
-        return smooth(scores, self.config.score_smoothing), norms
+        scores = smooth(scores, self.config.score_smoothing)
+        if self.config.center_per_frame:
+            scores = scores - frame_median(scores)
+        return scores, norms
 
     def maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What every engine computes: raw scores and the coarse latent norms ``(B, h, w)``.

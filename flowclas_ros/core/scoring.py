@@ -68,3 +68,9 @@ def smooth(scores: torch.Tensor, sigma: float) -> torch.Tensor:
     x = F.pad(scores[:, None], (radius, radius, radius, radius), mode='replicate')
     x = F.conv2d(x, kernel.view(1, 1, 1, -1))
     return F.conv2d(x, kernel.view(1, 1, -1, 1))[:, 0]
+
+
+def frame_median(scores: torch.Tensor) -> torch.Tensor:
+    """Each ``(B, h, w)`` map's lower median, ``(B, 1, 1)``: by sort, which ONNX exports."""
+    flat = scores.flatten(1)
+    return flat.sort(dim=1).values[:, (flat.shape[1] - 1) // 2, None, None]

@@ -62,7 +62,8 @@ def test_train_then_eval_default_backbone(data, tmp_path, mode):
         *('--epochs', '1', '--input-size', *SIZE, '--mode', mode, '--quiet'),
     )
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.splitlines()[-1])['best_epoch'] == 0
+    summary = _strict_json_text(r.stdout.splitlines()[-1], 'the summary line')
+    assert summary['best_epoch'] == 0
     config = json.loads((model / 'config.json').read_text())
     assert config['train']['mode'] == mode
     assert config['calibration']['width'] > 0
@@ -316,11 +317,15 @@ def test_eval_measures_every_mask_rule_and_calibrate_refits(data, tmp_path):
     )
 
 
-def _strict_json(path: Path) -> dict:
+def _strict_json_text(text: str, what: str) -> dict:
     def refuse(constant: str) -> None:
-        raise AssertionError(f'{path} holds {constant}, which is not JSON')
+        raise AssertionError(f'{what} holds {constant}, which is not JSON')
 
-    return json.loads(path.read_text(), parse_constant=refuse)
+    return json.loads(text, parse_constant=refuse)
+
+
+def _strict_json(path: Path) -> dict:
+    return _strict_json_text(path.read_text(), str(path))
 
 
 @pytest.mark.slow
@@ -460,3 +465,49 @@ def test_damaged_or_foreign_flow_weights_are_one_line(data, trained, tmp_path, d
         weights.write_bytes(b'\x00' * 64)
     r = run('eval', '--model', str(model), '--data', str(data / 'test'))
     _assert_one_line_error(r, 'flow.safetensors', 'SHA-256 differs')
+
+
+def test_eval_scores_the_onnx_runtime_engine_like_torch(data, trained, tmp_path):
+    model = tmp_path / 'model'
+    shutil.copytree(trained, model)
+    metrics = {}
+    for backend in ('torch', 'onnxruntime'):
+        out = tmp_path / f'{backend}.json'
+        r = run(
+            'eval',
+            *('--model', str(model), '--data', str(data / 'test'), '--json', str(out)),
+            *('--backend', backend),
+        )
+        assert r.returncode == 0, r.stderr
+        metrics[backend] = _strict_json(out)
+    assert (model / 'engines').is_dir()  # the exported graph really ran
+    for key in ('ap', 'auroc', 'fpr95'):
+        assert metrics['onnxruntime'][key] == pytest.approx(metrics['torch'][key], abs=1e-3), key
+    r = run('eval', '--model', str(model), '--data', str(data / 'test'), '--precision', 'fp64')
+    assert r.returncode != 0
+    assert 'fp64' in r.stderr
+
+
+@pytest.mark.slow
+def test_road_preset_trains_and_centres_every_frame(data, tmp_path):
+    from flowclas_ros.core.inference import Detector
+
+    model = tmp_path / 'road'
+    r = run(
+        'train',
+        *('--images', str(data / 'train' / 'images'), '--out', str(model), '--preset', 'road'),
+        *('--epochs', '1', '--input-size', '64', '96', '--quiet'),
+    )
+    assert r.returncode == 0, r.stderr
+    config = _strict_json(model / 'config.json')
+    assert config['center_per_frame'] is True
+    assert config['size_policy'] == 'keep_aspect'
+    assert config['train']['paste_placement'] == 'ground'
+    detector = Detector.load(model)
+    frame = np.asarray(Image.open(next((data / 'test' / 'images').iterdir())).convert('RGB'))
+    scores, _ = detector.engine(detector.preprocess(frame))
+    assert float(scores.flatten().median()) == 0.0  # each frame centred on its own median
+    out = tmp_path / 'm.json'
+    r = run('eval', '--model', str(model), '--data', str(data / 'test'), '--json', str(out))
+    assert r.returncode == 0, r.stderr
+    _check_metrics(out)

@@ -74,6 +74,15 @@ def stacked_dir(tmp_path_factory, vit_weights):
     return directory
 
 
+@pytest.fixture(scope='module')
+def centered_dir(tmp_path_factory):
+    """EfficientNet-Lite0 with each frame's median subtracted inside the graph (a sort)."""
+    config = ModelConfig(backbone=BackboneConfig(), input_size=[224, 320], center_per_frame=True)
+    directory = tmp_path_factory.mktemp('centered') / 'model'
+    save_model(build_model(config), directory)
+    return directory
+
+
 def _onnx_vs_torch(model_dir, tmp_path):
     model = load_model(model_dir)
     size = tuple(model.config.input_size)
@@ -88,7 +97,7 @@ def _onnx_vs_torch(model_dir, tmp_path):
     return float(np.abs(got_scores - scores).max()), float(relative)
 
 
-@pytest.mark.parametrize('which', ['default_dir', 'dinov2_dir', 'stacked_dir'])
+@pytest.mark.parametrize('which', ['default_dir', 'dinov2_dir', 'stacked_dir', 'centered_dir'])
 def test_onnx_runtime_matches_pytorch(which, request, tmp_path):
     diff, norm_diff = _onnx_vs_torch(request.getfixturevalue(which), tmp_path)
     print(f'{which}: max |onnxruntime - torch| = {diff:.2e}, latent norms {norm_diff:.2e} rel')

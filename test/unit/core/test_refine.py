@@ -21,7 +21,14 @@ from flowclas_ros.core.model import (
     trained_state,
     upsample,
 )
-from flowclas_ros.core.refine import cascade, choose_refine, fit_stats, standardize
+from flowclas_ros.core.refine import (
+    cascade,
+    choose_refine,
+    fit_stats,
+    region_consistency,
+    standardize,
+    superpixels,
+)
 
 
 def smooth_image(h, w, seed=0):
@@ -134,3 +141,26 @@ def test_detector_load_overrides_the_refinement(tmp_path):
     assert refined(rgb).shape == plain(rgb).shape == (64, 64)
     with pytest.raises(ConfigError, match='unknown refine'):
         Detector.load(tmp_path / 'm', refine='segments')
+
+
+def test_region_consistency_pulls_each_segment_to_its_modal_bin():
+    scores = torch.tensor([[0.0, 0.01, 0.02, 1.0], [5.0, 5.0, 5.0, 9.0]])
+    labels = torch.tensor([[1, 1, 1, 1], [2, 2, 2, 0]])
+    out = region_consistency(scores, labels)
+    # Segment 1: 0, 0.01, 0.02 share the lowest of 20 bins over [0, 1]; 1.0 takes their mean.
+    np.testing.assert_allclose(out[0].numpy(), [0.0, 0.01, 0.02, 0.01], atol=1e-6)
+    # Segment 2 is flat (one bin); label 0 is no segment and keeps its score.
+    np.testing.assert_allclose(out[1].numpy(), [5.0, 5.0, 5.0, 9.0])
+    with pytest.raises(ConfigError, match='do not match'):
+        region_consistency(scores, labels[:1])
+
+
+def test_superpixels_follow_colour_edges():
+    rgb = torch.zeros(3, 60, 90)
+    rgb[0, :, 45:] = 1.0  # black left half, red right half
+    labels = superpixels(rgb, segments=12)
+    assert labels.shape == (60, 90)
+    assert int(labels.min()) >= 1
+    left, right = set(labels[:, :44].unique().tolist()), set(labels[:, 46:].unique().tolist())
+    assert not left & right  # no superpixel straddles the edge
+    assert 6 <= len(left | right) <= 20

@@ -5,7 +5,7 @@
 import numpy as np
 import torch
 
-from flowclas_ros.core.scoring import calibrate, fit_calibration, smooth, uncalibrate
+from flowclas_ros.core.scoring import calibrate, fit_calibration, frame_median, smooth, uncalibrate
 
 
 def test_calibration_maps_the_normal_99th_percentile_to_one_half():
@@ -46,3 +46,31 @@ def test_smoothing_keeps_mass_and_constants_and_spreads_a_spike():
     constant = torch.full((2, 4, 6), 3.0)
     assert torch.allclose(smooth(constant, 2.0), constant)
     assert torch.equal(smooth(spike, 0.0), spike)
+
+
+def test_frame_median_is_each_maps_lower_median():
+    maps = torch.randn(3, 7, 10, generator=torch.Generator().manual_seed(0))
+    maps[1, :2] += 50.0  # an anomaly on a fifth of the frame leaves its median near the rest's
+    want = maps.flatten(1).median(dim=1).values  # torch's median is the lower one too
+    assert torch.equal(frame_median(maps)[:, 0, 0], want)
+    assert frame_median(maps).shape == (3, 1, 1)
+    assert float(frame_median(maps)[1]) < 1.5
+
+
+def test_a_centred_model_ranks_within_a_frame_as_before_and_shifts_whole_scenes():
+    from flowclas_ros.core.config import BackboneConfig, ModelConfig
+    from flowclas_ros.core.model import build_model
+
+    plain = build_model(ModelConfig(backbone=BackboneConfig(), input_size=[64, 96]))
+    centred = build_model(
+        ModelConfig(backbone=BackboneConfig(), input_size=[64, 96], center_per_frame=True)
+    )
+    centred.flow.load_state_dict(plain.flow.state_dict())
+    feats = torch.randn(2, plain.channels, 4, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, _ = plain.patch_maps(feats)
+        b, _ = centred.patch_maps(feats)
+        shifted, _ = centred.patch_maps(feats * 3.0)  # a whole scene unlike training
+    torch.testing.assert_close(b, a - a.flatten(1).median(dim=1).values[:, None, None])
+    assert torch.equal(b.flatten(1).argsort(dim=1), a.flatten(1).argsort(dim=1))
+    assert float(frame_median(shifted).abs().max()) == 0.0

@@ -1,0 +1,192 @@
+# Copyright 2026 The flowclas_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Choose road settings cheaply: backbone features cached once, flows trained from the cache.
+
+The frozen backbone is most of a training's time on a CPU; the flow and its losses are not.
+This computes, once per backbone/size/paste setting, the training images' clean features, one
+pasted variant of each and the dev splits' features (cached in ``--cache``), then trains a
+fresh flow with the product's own FlowCLAS training step for each ``--variant`` and seed and
+prints the dev metrics (AP, AUROC, FPR95, oracle mask mIoU) as one JSON line per run.
+
+    python scripts/study_road.py --images CAMVID NUSCENES --dev DEV_A DEV_B --preset road \
+        --set train.max_images=240 --variant '{}' '{"train": {"alpha": 1}}' --seeds 0 1
+
+``--set`` changes what is cached (backbone, input size, paste settings); ``--variant`` only
+what the flow trains with (flow, losses, epochs, paste probability, crop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from flowclas_ros.core.config import Calibration, ModelConfig
+from flowclas_ros.core.data.frames import split_frames
+from flowclas_ros.core.evaluate import _Masks, _metrics
+from flowclas_ros.core.inference import Detector
+from flowclas_ros.core.jsonio import dumps
+from flowclas_ros.core.masks import MaskRule
+from flowclas_ros.core.model import build_model, load_trained_state, trained_state, upsample
+from flowclas_ros.core.presets import _merge, preset_config
+from flowclas_ros.core.refine import region_consistency, superpixels
+from flowclas_ros.core.train.trainer import _Data, _load_data, _Optimization, _train_epoch
+
+CACHED_TRAIN_KEYS = ('epochs', 'lr', 'alpha', 'temperature', 'paste_probability', 'crop')
+
+
+def _parse_set(items: list[str]) -> dict:
+    out: dict = {}
+    for item in items:
+        key, value = item.split('=', 1)
+        node = out
+        *parents, last = key.split('.')
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = json.loads(value)
+    return out
+
+
+def _cache_key(config: ModelConfig, images: list[str]) -> str:
+    d = config.to_dict()
+    train = {k: v for k, v in d['train'].items() if k not in CACHED_TRAIN_KEYS}
+    key = [d['backbone'], d['input_size'], d['size_policy'], d['context_window'], train, images]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _train_data(config: ModelConfig, images: list[str], cache: Path) -> dict:
+    path = cache / f'train_{_cache_key(config, images)}.pt'
+    if path.is_file():
+        return torch.load(path, weights_only=False)
+    model = build_model(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        for folder in images:  # one folder of links: the trainer reads one
+            for f in sorted(Path(folder).iterdir()):
+                (Path(tmp) / f'{Path(folder).name}_{f.name}').symlink_to(f.resolve())
+        start = time.time()
+        data = _load_data(model, tmp, None, None, progress=False)
+    data.val.features = [model.features(x[None].float() / 255)[0].half() for x in data.val.images]
+    out = {
+        'train_images': data.train_images,
+        'cache': data.cache,
+        'pasted': data.pasted,
+        'val': data.val,
+        'seconds': time.time() - start,
+    }
+    torch.save(out, path)
+    return out
+
+
+def _dev_features(config: ModelConfig, split: str, cache: Path) -> list[torch.Tensor]:
+    d = config.to_dict()
+    key = json.dumps([d['backbone'], d['input_size'], d['size_policy'], split], sort_keys=True)
+    path = cache / f'dev_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt'
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    model = build_model(config)
+    detector = Detector(model)
+    with torch.no_grad():
+        feats = [
+            model.features(detector.preprocess(f.rgb))[0].half() for f in split_frames(split)()
+        ]
+    torch.save(feats, path)
+    return feats
+
+
+def _post(m: torch.Tensor, mode: str) -> torch.Tensor:
+    """A label-free per-frame rescaling of one patch map (``raw``: none)."""
+    mode = mode.split('+')[0]
+    if mode == 'raw':
+        return m
+    med = m.median()
+    if mode == 'median':
+        return m - med
+    spread = (m - med).abs().median().clamp(min=1e-6)
+    return (m - med) / spread  # 'robust_z'
+
+
+def _dev_metrics(model, split: str, feats: list[torch.Tensor], post: str) -> dict:  # noqa: ANN001
+    with torch.no_grad():
+        maps = [_post(model.patch_maps(f[None].float())[0][0], post) for f in feats]
+    lo = min(float(m.min()) for m in maps)
+    hi = max(float(m.max()) for m in maps)
+
+    def scored():  # noqa: ANN202
+        for m, frame in zip(maps, split_frames(split)(), strict=True):
+            full = upsample(m[None], frame.shape)[0]
+            if post.endswith('+slic'):
+                rgb = torch.from_numpy(frame.rgb.copy()).permute(2, 0, 1).float() / 255
+                full = region_consistency(full, superpixels(rgb, 300))
+            yield frame, full.numpy().astype(np.float64), None
+
+    calibration = Calibration()
+    out = _metrics(scored, lo, hi, calibration, _Masks(MaskRule(), calibration, None), None)
+    row = {k: round(out[k], 4) for k in ('ap', 'auroc', 'fpr95')}
+    row['oracle_miou'] = round(out['masks']['oracle']['miou'], 4)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument('--images', nargs='+', required=True)
+    p.add_argument('--dev', nargs='+', required=True)
+    p.add_argument('--preset', default='road')
+    p.add_argument('--set', nargs='*', default=[], help='KEY=JSON laid over the preset')
+    p.add_argument('--variant', nargs='*', default=['{}'], help='JSON laid over the config')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0])
+    p.add_argument('--cache', default='/tmp/study_road')
+    p.add_argument('--threads', type=int, default=0)
+    p.add_argument(
+        '--post', nargs='+', default=['raw'], help='raw, median or robust_z, optionally +slic'
+    )
+    p.add_argument('--reuse', action='store_true', help='load flows saved by an earlier run')
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    base = ModelConfig.from_dict(
+        _merge(preset_config(args.preset).to_dict(), _parse_set(args.set))
+    )
+    data = _train_data(base, args.images, cache)
+    dev = {s: _dev_features(base, s, cache) for s in args.dev}
+    print(dumps({'cached_train_seconds': round(data['seconds']), 'n': len(data['cache'])}))
+    for variant in args.variant:
+        for seed in args.seeds:
+            over = json.loads(variant)
+            over.setdefault('flow', {})['seed'] = seed
+            config = ModelConfig.from_dict(_merge(base.to_dict(), over))
+            config.train.seed = seed
+            torch.manual_seed(seed)
+            model = build_model(config)
+            train = _Data(
+                model, data['train_images'], data['cache'], None, data['val'], data['pasted']
+            )
+            state = _Optimization(model, len(train.train_images))
+            start = time.time()
+            saved = cache / f'flow_{_cache_key(config, args.images)}_{seed}.pt'
+            if args.reuse and saved.is_file():
+                load_trained_state(model, torch.load(saved, weights_only=True))
+            else:
+                for epoch in range(config.train.epochs):
+                    _train_epoch(model, train, state, epoch, start, False)
+                torch.save(trained_state(model), saved)
+            model.flow.eval()
+            row = {'variant': json.loads(variant), 'seed': seed}
+            row['seconds'] = round(time.time() - start)
+            for post in args.post:
+                for split in args.dev:
+                    row[f'{Path(split).parent.name}/{post}'] = _dev_metrics(
+                        model, split, dev[split], post
+                    )
+            print(dumps(row), flush=True)
+
+
+if __name__ == '__main__':
+    main()
