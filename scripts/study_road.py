@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 from pathlib import Path
 import tempfile
@@ -31,12 +32,20 @@ from flowclas_ros.core.config import Calibration, ModelConfig
 from flowclas_ros.core.data.frames import split_frames
 from flowclas_ros.core.evaluate import _Masks, _metrics
 from flowclas_ros.core.inference import Detector
-from flowclas_ros.core.jsonio import dumps
+from flowclas_ros.core.jsonio import dumps, write_atomic
 from flowclas_ros.core.masks import MaskRule
 from flowclas_ros.core.model import build_model, load_trained_state, trained_state, upsample
 from flowclas_ros.core.presets import _merge, preset_config
 from flowclas_ros.core.refine import region_consistency, superpixels
-from flowclas_ros.core.train.trainer import _Data, _load_data, _Optimization, _train_epoch
+from flowclas_ros.core.scoring import frame_median
+from flowclas_ros.core.train.trainer import (
+    _clean_features,
+    _Data,
+    _load_data,
+    _Optimization,
+    _train_epoch,
+    _Validation,
+)
 
 CACHED_TRAIN_KEYS = ('epochs', 'lr', 'alpha', 'temperature', 'paste_probability', 'crop')
 
@@ -61,26 +70,39 @@ def _cache_key(config: ModelConfig, images: list[str]) -> str:
 
 
 def _train_data(config: ModelConfig, images: list[str], cache: Path) -> dict:
+    """The trainer's images and cached features as plain tensors, computed once per setting."""
     path = cache / f'train_{_cache_key(config, images)}.pt'
-    if path.is_file():
-        return torch.load(path, weights_only=False)
+    if not path.is_file():
+        model = build_model(config)
+        with tempfile.TemporaryDirectory() as tmp:
+            for folder in images:  # one folder of links: the trainer reads one
+                for f in sorted(Path(folder).iterdir()):
+                    (Path(tmp) / f'{Path(folder).name}_{f.name}').symlink_to(f.resolve())
+            data = _load_data(model, tmp, None, None, progress=False)
+        val = data.val
+        saved = {
+            'train_images': data.train_images,
+            'cache': data.cache,
+            'pasted': data.pasted,
+            'val': [val.images, val.labels, val.normal],
+            'val_features': _clean_features(model, val.images, model.device),
+        }
+        write_atomic(path, _tensor_bytes(saved))
+    return torch.load(path, weights_only=True)
+
+
+def _fresh(config: ModelConfig, saved: dict) -> _Data:
+    """A new model (flow initialised from ``config``) over the cached data."""
+    val = _Validation(*saved['val'])
+    val.features = saved['val_features']
     model = build_model(config)
-    with tempfile.TemporaryDirectory() as tmp:
-        for folder in images:  # one folder of links: the trainer reads one
-            for f in sorted(Path(folder).iterdir()):
-                (Path(tmp) / f'{Path(folder).name}_{f.name}').symlink_to(f.resolve())
-        start = time.time()
-        data = _load_data(model, tmp, None, None, progress=False)
-    data.val.features = [model.features(x[None].float() / 255)[0].half() for x in data.val.images]
-    out = {
-        'train_images': data.train_images,
-        'cache': data.cache,
-        'pasted': data.pasted,
-        'val': data.val,
-        'seconds': time.time() - start,
-    }
-    torch.save(out, path)
-    return out
+    return _Data(model, saved['train_images'], saved['cache'], None, val, saved['pasted'])
+
+
+def _tensor_bytes(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def _dev_features(config: ModelConfig, split: str, cache: Path) -> list[torch.Tensor]:
@@ -95,7 +117,7 @@ def _dev_features(config: ModelConfig, split: str, cache: Path) -> list[torch.Te
         feats = [
             model.features(detector.preprocess(f.rgb))[0].half() for f in split_frames(split)()
         ]
-    torch.save(feats, path)
+    write_atomic(path, _tensor_bytes(feats))
     return feats
 
 
@@ -104,11 +126,10 @@ def _post(m: torch.Tensor, mode: str) -> torch.Tensor:
     mode = mode.split('+')[0]
     if mode == 'raw':
         return m
-    med = m.median()
+    centred = m - frame_median(m[None])[0]
     if mode == 'median':
-        return m - med
-    spread = (m - med).abs().median().clamp(min=1e-6)
-    return (m - med) / spread  # 'robust_z'
+        return centred
+    return centred / frame_median(centred.abs()[None])[0].clamp(min=1e-6)  # 'robust_z'
 
 
 def _dev_metrics(model, split: str, feats: list[torch.Tensor], post: str) -> dict:  # noqa: ANN001
@@ -154,9 +175,8 @@ def main() -> None:
     base = ModelConfig.from_dict(
         _merge(preset_config(args.preset).to_dict(), _parse_set(args.set))
     )
-    data = _train_data(base, args.images, cache)
+    saved_data = _train_data(base, args.images, cache)
     dev = {s: _dev_features(base, s, cache) for s in args.dev}
-    print(dumps({'cached_train_seconds': round(data['seconds']), 'n': len(data['cache'])}))
     for variant in args.variant:
         for seed in args.seeds:
             over = json.loads(variant)
@@ -164,19 +184,17 @@ def main() -> None:
             config = ModelConfig.from_dict(_merge(base.to_dict(), over))
             config.train.seed = seed
             torch.manual_seed(seed)
-            model = build_model(config)
-            train = _Data(
-                model, data['train_images'], data['cache'], None, data['val'], data['pasted']
-            )
-            state = _Optimization(model, len(train.train_images))
+            data = _fresh(config, saved_data)
+            model = data.model
             start = time.time()
-            saved = cache / f'flow_{_cache_key(config, args.images)}_{seed}.pt'
-            if args.reuse and saved.is_file():
-                load_trained_state(model, torch.load(saved, weights_only=True))
+            flow_file = cache / f'flow_{_cache_key(config, args.images)}_{seed}.pt'
+            if args.reuse and flow_file.is_file():
+                load_trained_state(model, torch.load(flow_file, weights_only=True))
             else:
+                state = _Optimization(model, len(data.train_images))
                 for epoch in range(config.train.epochs):
-                    _train_epoch(model, train, state, epoch, start, False)
-                torch.save(trained_state(model), saved)
+                    _train_epoch(model, data, state, epoch, start, False)
+                write_atomic(flow_file, _tensor_bytes(trained_state(model)))
             model.flow.eval()
             row = {'variant': json.loads(variant), 'seed': seed}
             row['seconds'] = round(time.time() - start)

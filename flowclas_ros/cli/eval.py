@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flowclas_ros.cli.common import add_model_args, load_model_arg, run_tool
-from flowclas_ros.core.engines import BACKENDS
+from flowclas_ros.core.engines import BACKENDS, build_engine
 from flowclas_ros.core.engines.pytorch import PRECISIONS
 from flowclas_ros.core.jsonio import write_json
 from flowclas_ros.core.masks import MASK_MODES, NFA_NULLS, MaskRule
@@ -171,8 +171,6 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
 
 
 def _engine(args: argparse.Namespace, model: FlowClasModel) -> Engine:
-    from flowclas_ros.core.engines import build_engine
-
     return build_engine(args.backend, model, args.precision, args.model)
 
 
