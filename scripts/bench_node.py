@@ -15,7 +15,7 @@ end-to-end latency (publish to score arrival) is divided by it.
 
 Without ``--model``, an untrained model at a fixed 320x320 with 4 flow steps is used (the cost
 does not depend on the flow's weights): EfficientNet-Lite0 alone, or with ``--encoders
-default`` the default's two encoders (the README's table has both).
+default`` the default's two encoders (docs/performance.md has both).
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def default_model(directory: Path, encoders: str, side: int = 320) -> Path:
     """An untrained model at ``side`` x ``side``, fixed, 4 flow steps.
 
-    320x320 is what the README's latency table was measured with (the default native policy
-    runs a 640x480 camera at 512x384, about twice the pixels).
+    320x320 is what the latency table in docs/performance.md was measured with (the default
+    native policy runs a 640x480 camera at 512x384, about twice the pixels).
     """
     from flowclas_ros.core.config import BackboneConfig, FlowConfig, ModelConfig, default_backbone
     from flowclas_ros.core.model import build_model, save_model
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         from flowclas_ros.core.inference import Detector
 
         # Timed before and after the node's run, pooled: this machine's speed drifts.
-        detector = Detector.load(model)
+        detector = Detector.load(model, device='cpu')
         before = time_core(detector, frames)
         result = run_node(args, model, frames)
         after = time_core(detector, frames)

@@ -5,7 +5,7 @@
 Usage: python scripts/split_val.py --data SPLIT --out DIR
 
 Settings are chosen on ``DIR/tune`` and results are reported on ``DIR/report`` only, so no
-number in the README was fitted to the images it is measured on. Within each class (file-name
+number in docs/ was fitted to the images it is measured on. Within each class (file-name
 prefix before the first ``_``) the images are ordered by the SHA-1 of their stem and dealt
 alternately to tune and report: the halves are stratified, and adding images to the split
 leaves the assignment of the others mostly unchanged. The halves are symbolic links to the

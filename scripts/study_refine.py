@@ -33,7 +33,7 @@ def main() -> None:
     p.add_argument('--weights', type=float, nargs='+', default=[1.0])
     p.add_argument('--segments', type=int, nargs='*', default=[], help='SLIC segment counts')
     args = p.parse_args()
-    model = load_model(args.model)
+    model = load_model(args.model, device='cpu')
     if model.fine is None:
         raise SystemExit('the model has no fine level (train it with --refine cascade)')
     detector = Detector(model)

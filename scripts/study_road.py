@@ -38,14 +38,11 @@ from flowclas_ros.core.model import build_model, load_trained_state, trained_sta
 from flowclas_ros.core.presets import _merge, preset_config
 from flowclas_ros.core.refine import region_consistency, superpixels
 from flowclas_ros.core.scoring import frame_median
-from flowclas_ros.core.train.trainer import (
-    _clean_features,
-    _Data,
-    _load_data,
-    _Optimization,
-    _train_epoch,
-    _Validation,
-)
+from flowclas_ros.core.train.batching import clean_features
+from flowclas_ros.core.train.data import TrainData, load_data
+from flowclas_ros.core.train.optim import Optimization
+from flowclas_ros.core.train.trainer import train_epoch
+from flowclas_ros.core.train.validation import Validation
 
 CACHED_TRAIN_KEYS = ('epochs', 'lr', 'alpha', 'temperature', 'paste_probability', 'crop')
 
@@ -78,25 +75,25 @@ def _train_data(config: ModelConfig, images: list[str], cache: Path) -> dict:
             for folder in images:  # one folder of links: the trainer reads one
                 for f in sorted(Path(folder).iterdir()):
                     (Path(tmp) / f'{Path(folder).name}_{f.name}').symlink_to(f.resolve())
-            data = _load_data(model, tmp, None, None, progress=False)
+            data = load_data(model, tmp, None, None, progress=False)
         val = data.val
         saved = {
             'train_images': data.train_images,
             'cache': data.cache,
             'pasted': data.pasted,
             'val': [val.images, val.labels, val.normal],
-            'val_features': _clean_features(model, val.images, model.device),
+            'val_features': clean_features(model, val.images, model.device),
         }
         write_atomic(path, _tensor_bytes(saved))
     return torch.load(path, weights_only=True)
 
 
-def _fresh(config: ModelConfig, saved: dict) -> _Data:
+def _fresh(config: ModelConfig, saved: dict) -> TrainData:
     """A new model (flow initialised from ``config``) over the cached data."""
-    val = _Validation(*saved['val'])
+    val = Validation(*saved['val'])
     val.features = saved['val_features']
     model = build_model(config)
-    return _Data(model, saved['train_images'], saved['cache'], None, val, saved['pasted'])
+    return TrainData(model, saved['train_images'], saved['cache'], None, val, saved['pasted'])
 
 
 def _tensor_bytes(obj: object) -> bytes:
@@ -191,9 +188,9 @@ def main() -> None:
             if args.reuse and flow_file.is_file():
                 load_trained_state(model, torch.load(flow_file, weights_only=True))
             else:
-                state = _Optimization(model, len(data.train_images))
+                state = Optimization(model, len(data.train_images))
                 for epoch in range(config.train.epochs):
-                    _train_epoch(model, data, state, epoch, start, False)
+                    train_epoch(model, data, state, epoch, start, False)
                 write_atomic(flow_file, _tensor_bytes(trained_state(model)))
             model.flow.eval()
             row = {'variant': json.loads(variant), 'seed': seed}

@@ -19,9 +19,15 @@ import statistics
 import tempfile
 import time
 
-from flowclas_ros.cli.common import add_backbone_args, backbone_from_args, run_tool
+from flowclas_ros.cli.common import (
+    add_backbone_args,
+    add_device_arg,
+    backbone_from_args,
+    run_tool,
+)
+from flowclas_ros.core.config import PRECISIONS
 from flowclas_ros.core.engines import BACKENDS
-from flowclas_ros.core.engines.pytorch import COMPILE_MODES, PRECISIONS
+from flowclas_ros.core.engines.pytorch import COMPILE_MODES
 from flowclas_ros.core.jsonio import write_json
 
 
@@ -35,9 +41,9 @@ def parser() -> argparse.ArgumentParser:
     add_backbone_args(p)
     p.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'))
     p.add_argument('--backend', nargs='+', choices=BACKENDS, default=['torch'])
-    p.add_argument('--precision', default='fp32', choices=tuple(PRECISIONS))
+    p.add_argument('--precision', default='fp32', choices=PRECISIONS)
     p.add_argument('--compile', default='none', choices=COMPILE_MODES)
-    p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
+    add_device_arg(p)
     p.add_argument('--frame-size', type=int, nargs=2, default=(480, 640), metavar=('H', 'W'))
     p.add_argument('--iterations', type=int, default=50)
     p.add_argument('--warmup', type=int, default=5)

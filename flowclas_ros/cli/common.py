@@ -20,6 +20,15 @@ from flowclas_ros.core.errors import ConfigError, FlowclasError
 if TYPE_CHECKING:
     from flowclas_ros.core.model import FlowClasModel
 
+# The tools run on the CPU unless ``--device`` says otherwise; the Python API and the node
+# default to ``core.device.DEFAULT_DEVICE`` (``auto``) instead.
+TOOL_DEVICE = 'cpu'
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    """``--device``, resolved with ``core.device.resolve_device``."""
+    p.add_argument('--device', default=TOOL_DEVICE, help='cpu, cuda, cuda:N or auto')
+
 
 def add_backbone_args(p: argparse.ArgumentParser) -> None:
     """The encoder options, read by ``backbone_from_args``."""
@@ -83,7 +92,7 @@ def add_model_args(p: argparse.ArgumentParser, model_help: str) -> None:
     """``--model`` (required), ``--weights`` and ``--device``, read by ``load_model_arg``."""
     p.add_argument('--model', required=True, help=model_help)
     p.add_argument('--weights', help='override the backbone checkpoint path in the model')
-    p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
+    add_device_arg(p)
     p.add_argument(
         '--refine',
         choices=('model', *REFINE_MODES),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flowclas_ros.cli.common import run_tool
+from flowclas_ros.cli.common import TOOL_DEVICE, run_tool
 from flowclas_ros.cli.eval import format_table
 from flowclas_ros.core.config import BackboneConfig, ModelConfig
 from flowclas_ros.core.jsonio import write_json
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         from flowclas_ros.core.model import load_model
         from flowclas_ros.core.presets import preset_config
         from flowclas_ros.core.report import write_report
-        from flowclas_ros.core.train.trainer import train
+        from flowclas_ros.core.train.trainer import TrainOptions, train
 
         out = Path(args.out)
         if (args.images is None) != (args.data is None):
@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             train_dir, test_dir = data / 'train' / 'images', data / 'test'
         model_dir = out / 'model'
         # The demo's folder is its own: a second run replaces the model it made the first time.
-        train(config, train_dir, model_dir, progress=not args.quiet, overwrite=True)
-        model = load_model(model_dir)
+        options = TrainOptions(device=TOOL_DEVICE, overwrite=True)
+        train(config, train_dir, model_dir, options, progress=not args.quiet)
+        model = load_model(model_dir, device=TOOL_DEVICE)
         evaluation = evaluate(model, split_frames(test_dir), save_maps=out / 'maps')
         metrics = evaluation.metrics
         write_json(out / 'metrics.json', metrics)

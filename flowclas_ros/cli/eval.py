@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flowclas_ros.cli.common import add_model_args, load_model_arg, run_tool
+from flowclas_ros.core.config import PRECISIONS
 from flowclas_ros.core.engines import BACKENDS, build_engine
-from flowclas_ros.core.engines.pytorch import PRECISIONS
 from flowclas_ros.core.jsonio import write_json
 from flowclas_ros.core.masks import MASK_MODES, NFA_NULLS, MaskRule
 from flowclas_ros.core.visualize import heatmap
@@ -80,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
         default='torch',
         help='engine to score with, as the node would run it (quality of the deployed path)',
     )
-    p.add_argument('--precision', choices=tuple(PRECISIONS), default='fp32')
+    p.add_argument('--precision', choices=PRECISIONS, default='fp32')
     p.add_argument('--json', help='write the metrics here')
     p.add_argument('--report', help='write a self-contained HTML report here')
     p.add_argument('--save-maps', help='write input|heatmap|mask|truth panels here')

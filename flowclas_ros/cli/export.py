@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 
-from flowclas_ros.cli.common import run_tool
+from flowclas_ros.cli.common import TOOL_DEVICE, run_tool
+from flowclas_ros.core.config import EXPORT_PRECISIONS
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='flowclas-export', description=__doc__.split('\n\n')[0])
     p.add_argument('--model', required=True, help='model directory from flowclas-train')
     p.add_argument('--out', required=True, help='ONNX file to write')
-    p.add_argument('--precision', choices=('fp32', 'fp16'), default='fp32')
+    p.add_argument('--precision', choices=EXPORT_PRECISIONS, default='fp32')
     p.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'))
     p.add_argument('--weights', help='backbone checkpoint overriding the stored path')
     return p
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES, export_onnx
         from flowclas_ros.core.model import load_model
 
-        model = load_model(args.model, args.weights)
+        model = load_model(args.model, args.weights, TOOL_DEVICE)
         size = tuple(args.input_size or model.config.input_size)
         path = export_onnx(model, args.out, size, args.precision)
         print(f'wrote {path} ({args.precision}, input 1x3x{size[0]}x{size[1]})')

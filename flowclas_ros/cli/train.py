@@ -5,49 +5,87 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from dataclasses import dataclass
 import tempfile
+import typing
+from typing import Any
 
-from flowclas_ros.cli.common import add_backbone_args, backbone_from_args, run_tool
-from flowclas_ros.core.config import REFINE_MODES, FineConfig, ModelConfig
+from flowclas_ros.cli.common import (
+    add_backbone_args,
+    add_device_arg,
+    backbone_from_args,
+    run_tool,
+)
+from flowclas_ros.core.config import (
+    REFINE_MODES,
+    TRAIN_MODES,
+    FineConfig,
+    FlowConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from flowclas_ros.core.data.images import SIZE_POLICIES
 from flowclas_ros.core.data.outliers import PLACEMENTS
 from flowclas_ros.core.jsonio import dumps
 from flowclas_ros.core.model import SCORES
 from flowclas_ros.core.presets import PRESETS, preset_config
-from flowclas_ros.core.train.trainer import MODES
 
-# Flags that set one config value: dest -> dotted path in ModelConfig. Their defaults come
-# from the preset (or ModelConfig), so an option left out never overrides the preset.
-_CONFIG_FLAGS = {
-    'epochs': 'train.epochs',
-    'batch_size': 'train.batch_size',
-    'lr': 'train.lr',
-    'mode': 'train.mode',
-    'alpha': 'train.alpha',
-    'temperature': 'train.temperature',
-    'inlier_margin': 'train.inlier_margin',
-    'paste_probability': 'train.paste_probability',
-    'paste_placement': 'train.paste_placement',
-    'pasted_variants': 'train.pasted_variants',
-    'max_images': 'train.max_images',
-    'crop': 'train.crop',
-    'seed': 'train.seed',
-    'input_size': 'input_size',
-    'size_policy': 'size_policy',
-    'flow_steps': 'flow.steps',
-    'hidden_ratio': 'flow.hidden_ratio',
-    'context_window': 'context_window',
-    'score': 'score',
-    'score_smoothing': 'score_smoothing',
-    'center_per_frame': 'center_per_frame',
-    'refine': 'refine',
+# The config values this tool sets are the fields marked with ``_option`` in core.config, by
+# dotted path; the names they may take, and how --input-size is shown, are added here.
+_SECTIONS = (('train.', TrainConfig), ('flow.', FlowConfig), ('', ModelConfig))
+_CHOICES = {
+    'train.mode': TRAIN_MODES,
+    'train.paste_placement': PLACEMENTS,
+    'size_policy': SIZE_POLICIES,
+    'score': SCORES,
+    'refine': REFINE_MODES,
 }
+_METAVARS = {'input_size': ('H', 'W')}
+
+
+@dataclass(frozen=True)
+class _ConfigOption:
+    """One option that sets one config value; its default comes from the preset."""
+
+    flag: str
+    path: str
+    kind: Any
+    help: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace('-', '_')
+
+
+def _config_options() -> list[_ConfigOption]:
+    """Every config field marked as an option, in the order of the config's sections."""
+    out = []
+    for prefix, section in _SECTIONS:
+        hints = typing.get_type_hints(section)
+        for f in dataclasses.fields(section):
+            if 'help' in f.metadata:
+                flag = f.metadata['flag'] or '--' + f.name.replace('_', '-')
+                out.append(_ConfigOption(flag, prefix + f.name, hints[f.name], f.metadata['help']))
+    return out
 
 
 def _get(config: object, path: str) -> object:
     for key in path.split('.'):
         config = getattr(config, key)
     return config
+
+
+def _argparse_kwargs(option: _ConfigOption) -> dict[str, Any]:
+    """How argparse reads an option of this annotated type."""
+    if option.kind is bool:
+        return {'action': argparse.BooleanOptionalAction}
+    kw: dict[str, Any] = {'choices': _CHOICES.get(option.path)}
+    if typing.get_origin(option.kind) is list:
+        item = typing.get_args(option.kind)[0]
+        metavar = _METAVARS.get(option.path)
+        return kw | {'type': item, 'nargs': len(metavar), 'metavar': metavar}
+    return kw | ({} if option.kind is str else {'type': option.kind})
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,59 +106,11 @@ def parser() -> argparse.ArgumentParser:
     add_backbone_args(p)
     p.add_argument('--outliers', help='folder of outlier images (+ masks/) to paste')
     p.add_argument('--val', help='split (images/, masks/) for checkpoint selection')
-
-    def flag(name: str, help: str = '', **kw: object) -> None:
-        dest = name[2:].replace('-', '_')
-        default = _get(d, _CONFIG_FLAGS[dest])
-        p.add_argument(name, default=None, help=f'{help} (default {default})'.lstrip(), **kw)
-
-    flag('--epochs', type=int)
-    flag('--batch-size', type=int)
-    flag('--lr', type=float)
-    flag('--mode', choices=MODES)
-    flag('--alpha', 'weight of the likelihood term', type=float)
-    flag('--temperature', 'InfoNCE', type=float)
-    flag('--inlier-margin', 'patches around pasted objects left out of the losses', type=int)
-    flag('--paste-probability', 'share of training images that get pseudo-outliers', type=float)
-    flag(
-        '--paste-placement',
-        'anywhere, or ground: half of the objects on the lower part of the frame',
-        choices=PLACEMENTS,
-    )
-    flag(
-        '--pasted-variants',
-        'paste N fixed variants per image once instead of afresh at every step',
-        type=int,
-    )
-    flag('--max-images', 'train on at most N evenly spaced images (0: all)', type=int)
-    flag(
-        '--crop', 'train the flow on random N x N windows of the feature maps (0: whole)', type=int
-    )
-    flag('--input-size', 'model input size', type=int, nargs=2, metavar=('H', 'W'))
-    flag(
-        '--size-policy',
-        'native: each image at its own scale (up to --input-size pixels); '
-        'keep_aspect: at that pixel count; fixed: exactly --input-size',
-        choices=SIZE_POLICIES,
-    )
-    flag('--flow-steps', type=int)
-    flag('--hidden-ratio', type=float)
-    flag('--context-window', 'odd k > 1 appends a k x k local mean of the features', type=int)
-    flag('--score', choices=SCORES)
-    flag('--score-smoothing', 'Gaussian sigma in patches over the score map (0: off)', type=float)
-    flag(
-        '--center-per-frame',
-        "subtract each frame's median score (scenes unlike the training frames)",
-        action=argparse.BooleanOptionalAction,
-    )
-    flag(
-        '--refine',
-        'cascade: also train a fine level (EfficientNet-Lite0 stride 8) whose detail sharpens '
-        'masks where the coarse map fires',
-        choices=REFINE_MODES,
-    )
-    flag('--seed', type=int)
-    p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
+    for option in _config_options():
+        # None: an option left out never overrides the preset; the help shows the default.
+        text = f'{option.help} (default {_get(d, option.path)})'.lstrip()
+        p.add_argument(option.flag, default=None, help=text, **_argparse_kwargs(option))
+    add_device_arg(p)
     p.add_argument(
         '--resume', action='store_true', help='continue an interrupted run (train_state.pt)'
     )
@@ -133,10 +123,10 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
     """The preset (or the defaults) with every option that was given laid over it."""
     config = preset_config(args.preset) if args.preset else ModelConfig()
     config.backbone = backbone_from_args(args, base=config.backbone)
-    for dest, path in _CONFIG_FLAGS.items():
-        value = getattr(args, dest)
+    for option in _config_options():
+        value = getattr(args, option.dest)
         if value is not None:
-            *parents, key = path.split('.')
+            *parents, key = option.path.split('.')
             owner = _get(config, '.'.join(parents)) if parents else config
             setattr(owner, key, list(value) if isinstance(value, tuple | list) else value)
     if config.refine == 'cascade' and config.fine is None:
@@ -167,20 +157,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def _train(images: str) -> int:
         from flowclas_ros.core.device import resolve_device
-        from flowclas_ros.core.train.trainer import train
+        from flowclas_ros.core.train.trainer import TrainOptions, train
 
-        config = config_from_args(args)
-        result = train(
-            config,
-            images,
-            args.out,
+        options = TrainOptions(
             outlier_dir=args.outliers,
             val_dir=args.val,
             device=resolve_device(args.device),
             resume=args.resume,
-            progress=not args.quiet,
             overwrite=args.overwrite,
         )
+        result = train(config_from_args(args), images, args.out, options, progress=not args.quiet)
         summary = {
             'model': args.out,
             'best_epoch': result.best_epoch,

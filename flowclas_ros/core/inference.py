@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowclas_ros.core.data.images import SIZE_POLICIES as NETWORK_POLICIES
+from flowclas_ros.core.data.images import SIZE_POLICIES as NETWORK_SIZE_POLICIES
 from flowclas_ros.core.data.images import network_size, to_batch
+from flowclas_ros.core.device import DEFAULT_DEVICE
 from flowclas_ros.core.engines import Engine, build_engine
 from flowclas_ros.core.errors import ConfigError, InputError
 from flowclas_ros.core.masks import THRESHOLD_MODES, MaskRule, anomaly_mask, threshold_hits
@@ -25,8 +26,9 @@ from flowclas_ros.core.refine import choose_refine
 from flowclas_ros.core.scoring import calibrate
 from flowclas_ros.core.visualize import heatmap, overlay
 
-# 'model': the policy the model was trained with (its config's size_policy).
-SIZE_POLICIES = ('model', *NETWORK_POLICIES)
+# A detector's size policy: 'model' (the one the model was trained with, its config's
+# size_policy) or one of the network's size policies (``data.images.SIZE_POLICIES``) instead.
+DETECTOR_SIZE_POLICIES = ('model', *NETWORK_SIZE_POLICIES)
 
 
 class Detector:
@@ -47,8 +49,10 @@ class Detector:
         output_scale: float = 1.0,
         engine: Engine | None = None,
     ) -> None:
-        if size_policy not in SIZE_POLICIES:
-            raise ConfigError(f'unknown size policy {size_policy!r}; choose from {SIZE_POLICIES}')
+        if size_policy not in DETECTOR_SIZE_POLICIES:
+            raise ConfigError(
+                f'unknown size policy {size_policy!r}; choose from {DETECTOR_SIZE_POLICIES}'
+            )
         if not 0 < output_scale <= 4:
             raise ConfigError(f'output_scale must be in (0, 4], got {output_scale}')
         self.model = model
@@ -62,7 +66,7 @@ class Detector:
         cls,
         model_dir: str | Path,
         *,
-        device: str = 'cpu',
+        device: str = DEFAULT_DEVICE,
         backbone_weights: str | None = None,
         size_policy: str = 'model',
         output_scale: float = 1.0,
@@ -76,7 +80,7 @@ class Detector:
 
         Args:
             model_dir: a directory written by ``flowclas-train``.
-            device: ``cpu``, ``cuda`` or ``cuda:N``.
+            device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (the GPU when there is one).
             backbone_weights: a backbone checkpoint overriding the path stored at training.
             size_policy: see the class; ``model`` sizes frames as in training.
             output_scale: outputs are this fraction of the frame's size, in (0, 4].

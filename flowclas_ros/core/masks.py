@@ -23,7 +23,7 @@ from flowclas_ros.core.config import Calibration
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.model import upsample
 from flowclas_ros.core.scoring import calibrate
-from flowclas_ros.core.thresholds.fpr import fpr_thresholds
+from flowclas_ros.core.thresholds.fpr import TARGET_FPR_TEXT, fpr_thresholds, valid_target_fpr
 from flowclas_ros.core.thresholds.nfa import nfa_mask
 
 MASK_MODES = ('fixed', 'fpr', 'nfa')
@@ -48,8 +48,8 @@ class MaskRule:
             raise ConfigError(f'mask_mode must be one of {MASK_MODES}, got {self.mode!r}')
         if not 0 <= self.threshold <= 1:
             raise ConfigError(f'threshold must be in [0, 1], got {self.threshold}')
-        if not 0 < self.target_fpr <= 0.5:
-            raise ConfigError(f'target_fpr must be in (0, 0.5], got {self.target_fpr}')
+        if not valid_target_fpr(self.target_fpr):
+            raise ConfigError(f'target_fpr must be in {TARGET_FPR_TEXT}, got {self.target_fpr}')
         if self.nfa_null not in NFA_NULLS:
             raise ConfigError(f'nfa_null must be one of {NFA_NULLS}, got {self.nfa_null!r}')
         if self.min_area < 0:

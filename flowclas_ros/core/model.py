@@ -19,6 +19,7 @@ from flowclas_ros.core.backbones import FeatureExtractor, build_backbone
 from flowclas_ros.core.backbones.stacked import Stacked
 from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.data.images import SIZE_POLICIES
+from flowclas_ros.core.device import DEFAULT_DEVICE, torch_device
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.flow import Flow
 from flowclas_ros.core.jsonio import write_atomic
@@ -204,14 +205,14 @@ def _read_pair(directory: Path) -> tuple[ModelConfig, bytes]:
 
 
 def load_model(
-    directory: str | Path, backbone_weights: str | None = None, device: str = 'cpu'
+    directory: str | Path, backbone_weights: str | None = None, device: str = DEFAULT_DEVICE
 ) -> FlowClasModel:
     """Rebuild a model from a directory written by ``save_model`` (eval mode).
 
     Args:
         directory: the model directory.
         backbone_weights: overrides the backbone checkpoint path stored at training time.
-        device: torch device.
+        device: torch device, or ``auto`` (the GPU when there is one).
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -232,4 +233,4 @@ def load_model(
         detail = ', '.join(missing[:2] + [f'{k} {tuple(state[k].shape)}' for k in wrong[:2]])
         raise ModelFileError(f'{path} does not fit {config.backbone.name} + flow: {detail}')
     load_trained_state(model, state)
-    return model.to(device).eval()
+    return model.to(torch_device(device)).eval()

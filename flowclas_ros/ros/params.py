@@ -10,14 +10,17 @@ refused, with a message saying the node must be restarted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+import json
 from typing import Any
 
-from flowclas_ros.core.config import REFINE_MODES
+from flowclas_ros.core.config import PRECISIONS, REFINE_MODES
+from flowclas_ros.core.device import DEFAULT_DEVICE
 from flowclas_ros.core.engines import BACKENDS
-from flowclas_ros.core.engines.pytorch import COMPILE_MODES, PRECISIONS
+from flowclas_ros.core.engines.pytorch import COMPILE_MODES
 from flowclas_ros.core.errors import ConfigError
-from flowclas_ros.core.inference import SIZE_POLICIES
+from flowclas_ros.core.inference import DETECTOR_SIZE_POLICIES
 from flowclas_ros.core.masks import MASK_MODES, NFA_NULLS, MaskRule
+from flowclas_ros.core.thresholds.fpr import TARGET_FPR_RANGE
 
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('auto', 'reliable', 'best_effort')
@@ -50,7 +53,7 @@ class NodeParams:
         'fp32',
         'reload',
         'fp32, fp16 (CUDA; TensorRT builds per layer), bf16 (torch only)',
-        choices=tuple(PRECISIONS),
+        choices=PRECISIONS,
     )
     engine_cache_dir: str = _param(
         '', 'reload', 'exported ONNX graphs and TensorRT engines ("" = <model_dir>/engines)'
@@ -61,14 +64,14 @@ class NodeParams:
         'torch backend: none, default, reduce-overhead (CUDA graphs)',
         choices=COMPILE_MODES,
     )
-    device: str = _param('auto', 'reload', 'auto (cuda when present), cpu, cuda or cuda:N')
+    device: str = _param(DEFAULT_DEVICE, 'reload', 'auto (cuda when present), cpu, cuda or cuda:N')
     input_size_policy: str = _param(
         'model',
         'reload',
         'model: size frames as in training; fixed: exactly input_size; keep_aspect: its pixel '
         "count at the camera's aspect; native: the camera's own scale, shrunk to at most that "
         'count',
-        choices=SIZE_POLICIES,
+        choices=DETECTOR_SIZE_POLICIES,
     )
     refine: str = _param(
         'model',
@@ -131,8 +134,8 @@ class NodeParams:
         MaskRule.target_fpr,
         'live',
         'mask_mode fpr: fraction of normal pixels, and of normal frames, marked (> 0)',
-        low=0.0,
-        high=0.5,
+        low=TARGET_FPR_RANGE[0],
+        high=TARGET_FPR_RANGE[1],
     )
     nfa_log10_epsilon: float = _param(
         MaskRule.log10_epsilon,
@@ -267,3 +270,38 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
 
 
 PARAMS = {f.name: f.metadata for f in fields(NodeParams)}
+
+
+def markdown_table() -> str:
+    """The parameter reference of ``docs/node.md``, made from ``NodeParams`` so it cannot drift.
+
+    One row per field, in declaration order: name, default (as YAML writes it), ``when`` a
+    change takes effect, range or choices, and the field's doc.
+    """
+    rows = [
+        '| parameter | default | when | range or choices | what it does |',
+        '|---|---|---|---|---|',
+    ]
+    defaults = NodeParams()
+    for name, meta in PARAMS.items():
+        if meta['choices']:
+            limits = ', '.join(f'`{c}`' for c in meta['choices'])
+        elif meta['low'] is not None:
+            limits = f'{_number(meta["low"])} to {_number(meta["high"])}'
+        else:
+            limits = ''
+        default = json.dumps(getattr(defaults, name))
+        doc = meta['doc'].replace('|', '\\|').replace('<', '\\<')  # not HTML, not a column
+        rows.append(f'| `{name}` | `{default}` | {meta["when"]} | {limits} | {doc} |')
+    return '\n'.join(rows) + '\n'
+
+
+def _number(value: float) -> str:
+    """``0``, ``4``, ``0.01``, ``2147483647``: integers without a decimal point or exponent."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f'{value:g}'
+
+
+if __name__ == '__main__':
+    print(markdown_table(), end='')

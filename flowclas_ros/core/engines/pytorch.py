@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import torch
 
+from flowclas_ros.core.config import PRECISIONS
 from flowclas_ros.core.engines.base import Engine
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.model import FlowClasModel
 
-PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+# The autocast type of each of ``PRECISIONS`` (fp32: no autocast).
+_AUTOCAST = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 COMPILE_MODES = ('none', 'default', 'reduce-overhead', 'max-autotune')
 
 
@@ -22,7 +24,7 @@ class TorchEngine(Engine):
 
     def __init__(self, model: FlowClasModel, precision: str = 'fp32', compile_mode: str = 'none'):
         if precision not in PRECISIONS:
-            raise ConfigError(f'unknown precision {precision!r}; choose from {tuple(PRECISIONS)}')
+            raise ConfigError(f'unknown precision {precision!r}; choose from {PRECISIONS}')
         if compile_mode not in COMPILE_MODES:
             raise ConfigError(
                 f'unknown compile mode {compile_mode!r}; choose from {COMPILE_MODES}'
@@ -42,7 +44,7 @@ class TorchEngine(Engine):
 
     def autocast(self) -> torch.autocast:
         """The precision context the engine runs in (the benchmark times stages inside it)."""
-        dtype = PRECISIONS[self.precision]
+        dtype = _AUTOCAST[self.precision]
         return torch.autocast(self.device_type, dtype=dtype, enabled=dtype is not None)
 
     @torch.no_grad()

@@ -21,9 +21,10 @@ import warnings
 
 import torch
 
+from flowclas_ros.core.config import EXPORT_PRECISIONS
 from flowclas_ros.core.engines.base import Engine, ExportedGraphs
 from flowclas_ros.core.errors import ConfigError, ModelFileError
-from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES, PRECISIONS
+from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES
 from flowclas_ros.core.jsonio import write_atomic, write_json
 from flowclas_ros.core.model import FlowClasModel
 
@@ -97,8 +98,8 @@ class TensorRTEngine(Engine):
         fingerprint: str,
         on_mismatch: str = 'rebuild',
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ConfigError(f'tensorrt precision must be one of {PRECISIONS}')
+        if precision not in EXPORT_PRECISIONS:
+            raise ConfigError(f'tensorrt precision must be one of {EXPORT_PRECISIONS}')
         if on_mismatch not in ('rebuild', 'fail'):
             raise ConfigError("on_mismatch must be 'rebuild' or 'fail'")
         try:

@@ -20,11 +20,11 @@ class AffineCoupling(nn.Module):
         kernel: subnet conv kernel (3 mixes neighbouring patches, 1 is per patch).
         hidden_ratio: subnet width as a multiple of C.
         clamp: bound on |s|.
+
+    Sizes have no defaults here: a model's come from its ``FlowConfig``, the one home of them.
     """
 
-    def __init__(
-        self, channels: int, kernel: int, hidden_ratio: float = 1.0, clamp: float = 2.0
-    ) -> None:
+    def __init__(self, channels: int, kernel: int, hidden_ratio: float, clamp: float) -> None:
         super().__init__()
         self.split = channels // 2
         rest = channels - self.split

@@ -38,16 +38,13 @@ class GaussianBase(nn.Module):
 class Flow(nn.Module):
     """Maps features ``(B, C, H, W)`` to latents of the same shape, with exact log-density.
 
-    Subnet kernels alternate 3 (even steps) and 1 (odd steps), as in FastFlow.
+    Subnet kernels alternate 3 (even steps) and 1 (odd steps), as in FastFlow. The size
+    (``steps``, ``hidden_ratio``, ``clamp``) and the permutations' ``seed`` are a
+    ``FlowConfig``'s, with no defaults here: ``FlowConfig`` is their one home.
     """
 
     def __init__(
-        self,
-        channels: int,
-        steps: int = 8,
-        hidden_ratio: float = 1.0,
-        clamp: float = 2.0,
-        seed: int = 0,
+        self, channels: int, steps: int, hidden_ratio: float, clamp: float, seed: int
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []

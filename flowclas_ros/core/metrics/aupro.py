@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from flowclas_ros.core.config import IGNORE_LABEL
 from flowclas_ros.core.metrics._common import (
     area_up_to,
     bin_index,
@@ -38,7 +39,7 @@ class AuproMetric:
         hi: float,
         bins: int = 20000,
         max_fpr: float = 0.3,
-        ignore_label: int = 255,
+        ignore_label: int = IGNORE_LABEL,
     ) -> None:
         """Fix the score range ``[lo, hi]`` in ``bins`` bins and the FPR integration limit.
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from flowclas_ros.core.config import IGNORE_LABEL
 from flowclas_ros.core.metrics._common import bin_index, check_binning, check_pair
 
 TPR_TARGET = 0.95
@@ -26,7 +27,9 @@ class PixelMetrics:
     Memory is ``2 * bins`` int64 counters whatever the amount of data.
     """
 
-    def __init__(self, lo: float, hi: float, bins: int = 20000, ignore_label: int = 255) -> None:
+    def __init__(
+        self, lo: float, hi: float, bins: int = 20000, ignore_label: int = IGNORE_LABEL
+    ) -> None:
         """Fix the score range ``[lo, hi]`` split into ``bins`` equal bins.
 
         Scores outside the range are clipped into the edge bins, so choose a range that covers

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from flowclas_ros.core.config import IGNORE_LABEL
 from flowclas_ros.core.metrics._common import area_up_to, check_pair, label_regions
 
 TPR_TARGET = 0.95
@@ -26,7 +27,9 @@ def _descending_ties(scores: np.ndarray, *weights: np.ndarray) -> list[np.ndarra
     return [np.cumsum(w[order])[ends] for w in weights]
 
 
-def exact_pixel_metrics(scores: Any, labels: Any, ignore_label: int = 255) -> dict[str, float]:
+def exact_pixel_metrics(
+    scores: Any, labels: Any, ignore_label: int = IGNORE_LABEL
+) -> dict[str, float]:
     """Compute ``ap``, ``auroc``, ``fpr95``, ``n_pos``, ``n_neg`` exactly by sorting all pixels.
 
     Same conventions as ``PixelMetrics.compute``: void pixels dropped, NaN metrics when a class
@@ -57,7 +60,7 @@ def exact_aupro(
     score_maps: Sequence[Any],
     label_maps: Sequence[Any],
     max_fpr: float = 0.3,
-    ignore_label: int = 255,
+    ignore_label: int = IGNORE_LABEL,
 ) -> float:
     """Compute MVTec-style AUPRO exactly, with one curve point per distinct score.
 

@@ -16,8 +16,17 @@ import numpy as np
 
 from flowclas_ros.core.config import FprTable
 
-# 0.5 down to 1e-6, evenly spaced in log: lookups interpolate in log(rate).
-LEVELS = np.geomspace(0.5, 1e-6, 49)
+# Target rates a table answers, (low, high]: it is stored from ``high`` down to 1e-6.
+TARGET_FPR_RANGE = (0.0, 0.5)
+TARGET_FPR_TEXT = f'({TARGET_FPR_RANGE[0]:g}, {TARGET_FPR_RANGE[1]:g}]'
+# The table's rates, evenly spaced in log: lookups interpolate in log(rate).
+LEVELS = np.geomspace(TARGET_FPR_RANGE[1], 1e-6, 49)
+
+
+def valid_target_fpr(target_fpr: float) -> bool:
+    """Whether ``target_fpr`` lies in ``TARGET_FPR_RANGE``, the rates a table answers."""
+    low, high = TARGET_FPR_RANGE
+    return low < target_fpr <= high
 
 
 def fit_fpr_table(normal_maps: Sequence[np.ndarray]) -> FprTable:
@@ -47,8 +56,8 @@ def fpr_thresholds(table: FprTable, target_fpr: float) -> tuple[float, float]:
     Below the table's resolution (one pixel or image in the validation set) the largest
     normal score is returned; ``resolution`` tells callers when that happens.
     """
-    if not 0 < target_fpr <= 0.5:
-        raise ValueError(f'target_fpr must be in (0, 0.5], got {target_fpr}')
+    if not valid_target_fpr(target_fpr):
+        raise ValueError(f'target_fpr must be in {TARGET_FPR_TEXT}, got {target_fpr}')
     x = np.log(np.asarray(table.fpr))[::-1]  # increasing, as np.interp needs
     at = np.log(target_fpr)
     pixel = float(np.interp(at, x, np.asarray(table.pixel)[::-1]))

@@ -1,13 +1,33 @@
 # Copyright 2026 The flowclas_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Images of mixed sizes held as uint8 on the host, batched by size; the learning-rate shape."""
+"""Shared by the training modules: uint8 images of mixed sizes, their features, the schedule.
+
+Images are held as uint8 on the host at their network sizes and batched by size; their frozen
+features are computed once; the learning rate follows a warm-up and cosine; one status line
+shows progress.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 import math
+import sys
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+
+from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.data.images import network_size, to_batch
+
+if TYPE_CHECKING:
+    from flowclas_ros.core.model import FlowClasModel
+
+
+def sized(rgb: np.ndarray, config: ModelConfig, multiple: int) -> torch.Tensor:
+    """uint8 ``(3, h, w)`` at the image's network size (uint8 holds large folders in memory)."""
+    size = network_size(*rgb.shape[:2], config.input_size, config.size_policy, multiple)
+    return (to_batch([rgb], size) * 255).round().byte()[0]
 
 
 def as_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -35,9 +55,26 @@ def each_image(
     return out
 
 
+def clean_features(
+    model: FlowClasModel, images: list[torch.Tensor], device: torch.device
+) -> list[torch.Tensor]:
+    """Backbone features of every image, once, in half precision on the host.
+
+    The backbone is frozen, so only images that get pseudo-outliers pasted need it again.
+    """
+    return each_image(lambda x: model.features(x).half(), images, device)
+
+
 def cosine_schedule(step: int, total: int, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps, then a cosine down to zero at ``total``."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(total - warmup, 1)
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def progress_line(text: str, enabled: bool) -> None:
+    """One self-overwriting status line, on terminals only (logs get the summary)."""
+    if enabled and sys.stderr.isatty():
+        sys.stderr.write('\r' + text.ljust(100) + ('' if text else '\r'))
+        sys.stderr.flush()

@@ -9,6 +9,12 @@ from torch.autograd.functional import jacobian
 from flowclas_ros.core.flow import ActNorm, AffineCoupling, ChannelPermutation, Flow
 
 HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi) + 0.5  # per-dimension entropy of N(0, 1)
+# These tests check the maths, not a model's size: a subnet as wide as the features.
+SUBNET = {'hidden_ratio': 1.0, 'clamp': 2.0}
+
+
+def _flow(channels: int, steps: int) -> Flow:
+    return Flow(channels, steps, seed=0, **SUBNET)
 
 
 def _randomized(flow: Flow, seed: int = 0) -> Flow:
@@ -25,7 +31,7 @@ def _randomized(flow: Flow, seed: int = 0) -> Flow:
 
 @pytest.mark.parametrize('channels', [4, 5])
 def test_flow_is_invertible(channels):
-    flow = _randomized(Flow(channels, steps=4, hidden_ratio=1.0))
+    flow = _randomized(_flow(channels, 4))
     x = torch.randn(2, channels, 5, 6, dtype=torch.float64)
     z, _ = flow(x)
     assert not torch.allclose(z, x)
@@ -33,7 +39,7 @@ def test_flow_is_invertible(channels):
 
 
 @pytest.mark.parametrize(
-    'layer', [ActNorm(4), ChannelPermutation(4, seed=3), AffineCoupling(4, kernel=1)]
+    'layer', [ActNorm(4), ChannelPermutation(4, seed=3), AffineCoupling(4, kernel=1, **SUBNET)]
 )
 def test_each_layer_inverts(layer):
     torch.manual_seed(0)
@@ -49,7 +55,7 @@ def test_each_layer_inverts(layer):
 
 def test_per_pixel_logdet_matches_autograd_for_pointwise_flow():
     # With 1x1 subnets only, each pixel is its own bijection: compare pixel by pixel.
-    flow = Flow(3, steps=2, hidden_ratio=1.0)
+    flow = _flow(3, 2)
     for layer in flow.layers:
         if isinstance(layer, AffineCoupling):
             layer.subnet[0] = torch.nn.Conv2d(1, 8, 1)
@@ -73,7 +79,7 @@ def test_per_pixel_logdet_matches_autograd_for_pointwise_flow():
 def test_summed_logdet_matches_full_jacobian_with_3x3_subnets():
     # 3x3 subnets couple neighbours, but the Jacobian stays triangular in blocks, so the
     # per-pixel log-dets must add up to the log-det of the whole map.
-    flow = _randomized(Flow(4, steps=3, hidden_ratio=1.0), seed=1)
+    flow = _randomized(_flow(4, 3), seed=1)
     x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
     _, logdet = flow(x)
     jac = jacobian(lambda v: flow(v.reshape(x.shape))[0].reshape(-1), x.reshape(-1))
@@ -87,7 +93,7 @@ def test_nll_of_gaussian_data_is_analytic():
     C = 8
     m, s = torch.randn(1, C, 1, 1) * 3, torch.exp(torch.randn(1, C, 1, 1))
     x = m + s * torch.randn(64, C, 16, 16)
-    flow = Flow(C, steps=4)
+    flow = _flow(C, 4)
     flow.train()
     flow(x)  # data-dependent init
     flow.eval()
@@ -113,7 +119,7 @@ def test_training_reaches_the_entropy_of_correlated_data_on_held_out_samples():
     # Entropy per dimension of the correlated Gaussian: the best achievable held-out NLL.
     cov = mix @ mix.T
     entropy = (HALF_LOG_2PI_E * C + 0.5 * torch.linalg.slogdet(cov).logabsdet).item() / C
-    flow = Flow(C, steps=4, hidden_ratio=1.0)
+    flow = _flow(C, 4)
     flow.train()
     opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
     for _ in range(120):
@@ -128,7 +134,7 @@ def test_training_reaches_the_entropy_of_correlated_data_on_held_out_samples():
 
 
 def test_untrained_coupling_is_identity():
-    layer = AffineCoupling(6, kernel=3).eval()
+    layer = AffineCoupling(6, kernel=3, **SUBNET).eval()
     x = torch.randn(2, 6, 4, 4)
     y, logdet = layer(x)
     torch.testing.assert_close(y, x)

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from flowclas_ros.core.losses import inlier_nll, pixel_contrastive
-from flowclas_ros.core.train.trainer import grid_labels
+from flowclas_ros.core.train.outliers import grid_labels
 
 
 def _embeddings(labels: torch.Tensor, separation: float) -> torch.Tensor:
