@@ -15,8 +15,8 @@ __version__ = '0.1.0'
 
 _API = {
     'ModelConfig': 'flowclas_ros.core.config',
-    'train': 'flowclas_ros.core.train.trainer',
-    'load_model': 'flowclas_ros.core.model',
+    'train': 'flowclas_ros.core.flowclas.train.trainer',
+    'load_model': 'flowclas_ros.core.flowclas.model',
     'Detector': 'flowclas_ros.core.inference',
     'split_frames': 'flowclas_ros.core.data.frames',
     'evaluate': 'flowclas_ros.core.evaluate',

@@ -72,7 +72,7 @@ def default_model(directory: Path, encoders: str, side: int = 320) -> Path:
     native policy runs a 640x480 camera at 512x384, about twice the pixels).
     """
     from flowclas_ros.core.config import BackboneConfig, FlowConfig, ModelConfig, default_backbone
-    from flowclas_ros.core.model import build_model, save_model
+    from flowclas_ros.core.flowclas.model import build_model, save_model
 
     backbone = default_backbone() if encoders == 'default' else BackboneConfig()
     config = ModelConfig(

@@ -18,11 +18,11 @@ import torch
 
 from flowclas_ros.core.data.frames import split_frames
 from flowclas_ros.core.evaluate import _Masks, _metrics
+from flowclas_ros.core.flowclas.model import load_model, upsample
+from flowclas_ros.core.flowclas.refine import region_consistency, standardize, superpixels
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.jsonio import dumps
 from flowclas_ros.core.masks import MaskRule
-from flowclas_ros.core.model import load_model, upsample
-from flowclas_ros.core.refine import region_consistency, standardize, superpixels
 
 
 def main() -> None:

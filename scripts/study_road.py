@@ -31,18 +31,23 @@ import torch
 from flowclas_ros.core.config import Calibration, ModelConfig
 from flowclas_ros.core.data.frames import split_frames
 from flowclas_ros.core.evaluate import _Masks, _metrics
+from flowclas_ros.core.flowclas.model import (
+    build_model,
+    load_trained_state,
+    trained_state,
+    upsample,
+)
+from flowclas_ros.core.flowclas.refine import region_consistency, superpixels
+from flowclas_ros.core.flowclas.scoring import frame_median
+from flowclas_ros.core.flowclas.train.batching import clean_features
+from flowclas_ros.core.flowclas.train.data import TrainData, load_data
+from flowclas_ros.core.flowclas.train.optim import Optimization
+from flowclas_ros.core.flowclas.train.trainer import train_epoch
+from flowclas_ros.core.flowclas.train.validation import Validation
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.jsonio import dumps, write_atomic
 from flowclas_ros.core.masks import MaskRule
-from flowclas_ros.core.model import build_model, load_trained_state, trained_state, upsample
 from flowclas_ros.core.presets import _merge, preset_config
-from flowclas_ros.core.refine import region_consistency, superpixels
-from flowclas_ros.core.scoring import frame_median
-from flowclas_ros.core.train.batching import clean_features
-from flowclas_ros.core.train.data import TrainData, load_data
-from flowclas_ros.core.train.optim import Optimization
-from flowclas_ros.core.train.trainer import train_epoch
-from flowclas_ros.core.train.validation import Validation
 
 CACHED_TRAIN_KEYS = ('epochs', 'lr', 'alpha', 'temperature', 'paste_probability', 'crop')
 

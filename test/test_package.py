@@ -219,20 +219,56 @@ def test_core_has_no_ros_import_statically():
     assert not bad, f'{PACKAGE}.core must not import ROS or {PACKAGE}.ros:\n' + '\n'.join(bad)
 
 
-def _unit(module: str) -> str:
-    """The layer unit a module belongs to: a core package or top-level core module, or a layer."""
+# Folders whose direct modules and subpackages must import each other without cycles: the
+# core as a whole (FlowCLAS counting as one unit) and the method's own folder inside it.
+ACYCLIC = (f'{PACKAGE}.core', f'{PACKAGE}.core.flowclas')
+
+
+def _unit(module: str, within: str = f'{PACKAGE}.core') -> str:
+    """The unit a module belongs to: a package or module directly in ``within``, or a layer."""
+    depth = within.count('.') + 2
     parts = module.split('.')
-    return '.'.join(parts[:3]) if parts[1:2] == ['core'] else '.'.join(parts[:2])
+    inside = parts[: depth - 1] == within.split('.')
+    return '.'.join(parts[:depth]) if inside else '.'.join(parts[:2])
 
 
-def test_layers_go_one_way_and_core_packages_have_no_cycle():
+def _edges(within: str = f'{PACKAGE}.core') -> dict[str, set[str]]:
+    """Imports between units (see ``_unit``), over every module of the package."""
     edges: dict[str, set[str]] = {}
     for path in _python_files(PACKAGE):
         rel = path.relative_to(ROOT).with_suffix('')
         module = '.'.join(p for p in rel.parts if p != '__init__')
         for _, target in _imports(path):
-            if target.startswith(f'{PACKAGE}.') and _unit(target) != _unit(module):
-                edges.setdefault(_unit(module), set()).add(_unit(target))
+            a, b = _unit(module, within), _unit(target, within)
+            if target.startswith(f'{PACKAGE}.') and a != b:
+                edges.setdefault(a, set()).add(b)
+    return edges
+
+
+def _cycles(edges: dict[str, set[str]], within: str) -> list[str]:
+    """Units directly in ``within`` that are reachable from themselves."""
+    prefix = f'{within}.'
+    inner = {
+        a: {b for b in bs if b.startswith(prefix)}
+        for a, bs in edges.items()
+        if a.startswith(prefix)
+    }
+    cycles = []
+    for start in inner:
+        seen, todo = set(), list(inner[start])
+        while todo:
+            unit = todo.pop()
+            if unit == start:
+                cycles.append(start)
+                break
+            if unit not in seen:
+                seen.add(unit)
+                todo.extend(inner.get(unit, ()))
+    return cycles
+
+
+def test_layers_go_one_way_and_core_packages_have_no_cycle():
+    edges = _edges()
     order = {f'{PACKAGE}.core': 0, f'{PACKAGE}.ros': 1, f'{PACKAGE}.cli': 2}
 
     def layer(unit: str) -> int:
@@ -241,16 +277,20 @@ def test_layers_go_one_way_and_core_packages_have_no_cycle():
     upward = [f'{a} -> {b}' for a, bs in edges.items() for b in bs if layer(b) > layer(a)]
     assert not upward, 'imports against the layers (core < ros < cli):\n' + '\n'.join(upward)
 
-    # A cycle among core units shows as a unit reachable from itself.
-    core = {a: {b for b in bs if layer(b) == 0} for a, bs in edges.items() if layer(a) == 0}
-    for start in core:
-        seen, todo = set(), list(core[start])
-        while todo:
-            unit = todo.pop()
-            assert unit != start, f'import cycle through {start}'
-            if unit not in seen:
-                seen.add(unit)
-                todo.extend(core.get(unit, ()))
+    # A cycle among a folder's units shows as a unit reachable from itself.
+    for within in ACYCLIC:
+        assert (ROOT / Path(*within.split('.'))).is_dir(), f'{within} is not a package'
+        cycles = _cycles(_edges(within), within)
+        assert not cycles, f'import cycle inside {within} through: {", ".join(cycles)}'
+
+
+def test_cycle_check_finds_a_cycle():
+    core = f'{PACKAGE}.core'
+    edges = {f'{core}.a': {f'{core}.b'}, f'{core}.b': {f'{core}.a'}, f'{core}.c': {f'{core}.a'}}
+    assert sorted(_cycles(edges, core)) == [f'{core}.a', f'{core}.b']
+    assert _unit(f'{core}.flowclas.train.trainer') == f'{core}.flowclas'
+    assert _unit(f'{core}.flowclas.train.trainer', f'{core}.flowclas') == f'{core}.flowclas.train'
+    assert _unit(f'{core}.config', f'{core}.flowclas') == f'{PACKAGE}.core'
 
 
 # --- (d) package.xml, setup.py and setup.cfg agree; entry points exist ----------------------

@@ -53,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _default_model(args: argparse.Namespace, directory: Path) -> Path:
     from flowclas_ros.core.config import ModelConfig
-    from flowclas_ros.core.model import build_model, save_model
+    from flowclas_ros.core.flowclas.model import build_model, save_model
 
     config = ModelConfig(backbone=backbone_from_args(args, need_weights=False))
     if args.input_size:

@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from flowclas_ros.core.errors import DataError
+        from flowclas_ros.core.flowclas.model import CONFIG_FILE
+        from flowclas_ros.core.flowclas.scoring import fit_calibration
         from flowclas_ros.core.inference import Detector
-        from flowclas_ros.core.model import CONFIG_FILE
-        from flowclas_ros.core.scoring import fit_calibration
 
         model = load_model_arg(args)
         detector = Detector(model)

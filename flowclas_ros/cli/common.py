@@ -18,7 +18,7 @@ from flowclas_ros.core.config import REFINE_MODES, BackboneConfig, default_backb
 from flowclas_ros.core.errors import ConfigError, FlowclasError
 
 if TYPE_CHECKING:
-    from flowclas_ros.core.model import FlowClasModel
+    from flowclas_ros.core.flowclas.model import FlowClasModel
 
 # The tools run on the CPU unless ``--device`` says otherwise; the Python API and the node
 # default to ``core.device.DEFAULT_DEVICE`` (``auto``) instead.
@@ -103,8 +103,8 @@ def add_model_args(p: argparse.ArgumentParser, model_help: str) -> None:
 
 def load_model_arg(args: argparse.Namespace) -> FlowClasModel:
     from flowclas_ros.core.device import resolve_device
-    from flowclas_ros.core.model import load_model
-    from flowclas_ros.core.refine import choose_refine
+    from flowclas_ros.core.flowclas.model import load_model
+    from flowclas_ros.core.flowclas.refine import choose_refine
 
     model = load_model(args.model, args.weights, resolve_device(args.device))
     choose_refine(model.config, args.refine)

@@ -39,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         from flowclas_ros.core.data.synthetic import make_surface_dataset
         from flowclas_ros.core.errors import ConfigError
         from flowclas_ros.core.evaluate import evaluate
-        from flowclas_ros.core.model import load_model
+        from flowclas_ros.core.flowclas.model import load_model
+        from flowclas_ros.core.flowclas.train.trainer import TrainOptions, train
         from flowclas_ros.core.presets import preset_config
         from flowclas_ros.core.report import write_report
-        from flowclas_ros.core.train.trainer import TrainOptions, train
 
         out = Path(args.out)
         if (args.images is None) != (args.data is None):

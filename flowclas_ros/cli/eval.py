@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from flowclas_ros.core.data.bags import BagWriter
     from flowclas_ros.core.data.frames import Frame
     from flowclas_ros.core.engines import Engine
-    from flowclas_ros.core.model import FlowClasModel
+    from flowclas_ros.core.flowclas.model import FlowClasModel
 
 
 def parser() -> argparse.ArgumentParser:
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             from flowclas_ros.core.config import ModelConfig
             from flowclas_ros.core.data.bags import BagFrames
             from flowclas_ros.core.evaluate import evaluate_recorded
-            from flowclas_ros.core.model import CONFIG_FILE
+            from flowclas_ros.core.flowclas.model import CONFIG_FILE
 
             calibration = ModelConfig.load(Path(args.model) / CONFIG_FILE).calibration
             frames = BagFrames(args.bag, args.scores_topic, args.masks, args.mask_topic, True)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES, export_onnx
-        from flowclas_ros.core.model import load_model
+        from flowclas_ros.core.flowclas.model import load_model
 
         model = load_model(args.model, args.weights, TOOL_DEVICE)
         size = tuple(args.input_size or model.config.input_size)

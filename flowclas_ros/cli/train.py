@@ -27,8 +27,8 @@ from flowclas_ros.core.config import (
 )
 from flowclas_ros.core.data.images import SIZE_POLICIES
 from flowclas_ros.core.data.outliers import PLACEMENTS
+from flowclas_ros.core.flowclas.model import SCORES
 from flowclas_ros.core.jsonio import dumps
-from flowclas_ros.core.model import SCORES
 from flowclas_ros.core.presets import PRESETS, preset_config
 
 # The config values this tool sets are the fields marked with ``_option`` in core.config, by
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def _train(images: str) -> int:
         from flowclas_ros.core.device import resolve_device
-        from flowclas_ros.core.train.trainer import TrainOptions, train
+        from flowclas_ros.core.flowclas.train.trainer import TrainOptions, train
 
         options = TrainOptions(
             outlier_dir=args.outliers,

@@ -106,7 +106,7 @@ class FlowConfig:
 PASTE_SCALES = (0.1, 0.125, 0.25, 0.5, 0.75)
 
 
-# Refinement between scoring and calibration (``core.refine``): ``none`` or ``cascade``.
+# Refinement between scoring and calibration (``core.flowclas.refine``): ``none`` or ``cascade``.
 REFINE_MODES = ('none', 'cascade')
 
 
@@ -321,7 +321,8 @@ class ModelConfig:
     center_per_frame: bool = _option(
         False, "subtract each frame's median score (scenes unlike the training frames)"
     )
-    # ``cascade`` adds ``fine``'s detail inside regions the coarse map marks (``core.refine``).
+    # ``cascade`` adds ``fine``'s detail inside regions the coarse map marks
+    # (``core.flowclas.refine``).
     refine: str = _option(
         'none',
         'cascade: also train a fine level (EfficientNet-Lite0 stride 8) whose detail sharpens '

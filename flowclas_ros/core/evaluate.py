@@ -23,6 +23,8 @@ from flowclas_ros.core.config import IGNORE_LABEL, Calibration
 from flowclas_ros.core.data.frames import Frame, FrameSource
 from flowclas_ros.core.engines import Engine
 from flowclas_ros.core.errors import DataError
+from flowclas_ros.core.flowclas.model import FlowClasModel, upsample
+from flowclas_ros.core.flowclas.scoring import calibrate, uncalibrate
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.masks import (
     MaskRule,
@@ -32,8 +34,6 @@ from flowclas_ros.core.masks import (
     rule_name,
 )
 from flowclas_ros.core.metrics import AuproMetric, PixelMetrics
-from flowclas_ros.core.model import FlowClasModel, upsample
-from flowclas_ros.core.scoring import calibrate, uncalibrate
 from flowclas_ros.core.visualize import heatmap, overlay
 
 BINS = 20000

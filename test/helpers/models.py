@@ -14,8 +14,8 @@ import torch
 from flowclas_ros.core.config import BackboneConfig, ModelConfig
 from flowclas_ros.core.data.images import to_batch
 from flowclas_ros.core.data.synthetic import make_surface_dataset
-from flowclas_ros.core.model import build_model, save_model
-from flowclas_ros.core.scoring import fit_calibration
+from flowclas_ros.core.flowclas.model import build_model, save_model
+from flowclas_ros.core.flowclas.scoring import fit_calibration
 
 
 def smooth_image(h=40, w=56, seed=0):

@@ -19,8 +19,8 @@ from flowclas_ros.core.data.bags import BagFrames, BagWriter, read_images, write
 from flowclas_ros.core.data.imagemsg import image_fields
 from flowclas_ros.core.data.images import read_rgb
 from flowclas_ros.core.data.synthetic import make_surface_dataset
+from flowclas_ros.core.flowclas.model import load_model
 from flowclas_ros.core.inference import Detector
-from flowclas_ros.core.model import load_model
 
 POOLED = ('ap', 'auroc', 'fpr95', 'aupro', 'n_images', 'n_pos_pixels', 'n_neg_pixels')
 

@@ -403,7 +403,7 @@ def test_bad_config_values_name_the_key(data, trained, tmp_path, key, value, nam
 @pytest.mark.slow
 def test_a_killed_run_keeps_the_old_model_and_readers_never_see_a_mix(data, tmp_path):
     """SIGKILL a training run that replaces a model, at several moments; load all along."""
-    from flowclas_ros.core.model import load_model, trained_state
+    from flowclas_ros.core.flowclas.model import load_model, trained_state
 
     model = tmp_path / 'model'
     base = ('train', '--images', str(data / 'train' / 'images'), '--out', str(model))

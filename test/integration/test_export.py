@@ -24,8 +24,8 @@ from flowclas_ros.core.engines.tensorrt import (
 )
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES, export_onnx, model_fingerprint
+from flowclas_ros.core.flowclas.model import build_model, load_model, save_model
 from flowclas_ros.core.inference import Detector
-from flowclas_ros.core.model import build_model, load_model, save_model
 
 # Largest |ONNX Runtime - PyTorch| allowed on raw scores (NLL per dimension, about 1-3).
 # Measured: 2.4e-6 for EfficientNet-Lite0 and 3.6e-7 for DINOv2 ViT-S/14 (float32 reordering).

@@ -12,9 +12,9 @@ from flowclas_ros.core.backbones.efficientnet import EfficientNetLite
 from flowclas_ros.core.config import BackboneConfig, FineConfig, LevelStats, ModelConfig
 from flowclas_ros.core.data.synthetic import make_surface_dataset
 from flowclas_ros.core.errors import ModelFileError
+from flowclas_ros.core.flowclas.model import build_model, load_model
+from flowclas_ros.core.flowclas.train.trainer import TrainOptions, train
 from flowclas_ros.core.inference import Detector
-from flowclas_ros.core.model import build_model, load_model
-from flowclas_ros.core.train.trainer import TrainOptions, train
 
 
 @pytest.fixture(scope='module')

@@ -13,7 +13,7 @@ from pathlib import Path
 from flowclas_ros.core.engines.base import Engine
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.export import model_fingerprint
-from flowclas_ros.core.model import FlowClasModel
+from flowclas_ros.core.flowclas.model import FlowClasModel
 
 BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
 

@@ -10,7 +10,7 @@ import torch
 
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.export import export_onnx
-from flowclas_ros.core.model import FlowClasModel
+from flowclas_ros.core.flowclas.model import FlowClasModel
 
 
 class Engine:

@@ -13,7 +13,7 @@ import torch
 from flowclas_ros.core.engines.base import Engine, ExportedGraphs
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES
-from flowclas_ros.core.model import FlowClasModel
+from flowclas_ros.core.flowclas.model import FlowClasModel
 
 
 class OnnxRuntimeEngine(Engine):

@@ -9,7 +9,7 @@ import torch
 from flowclas_ros.core.config import PRECISIONS
 from flowclas_ros.core.engines.base import Engine
 from flowclas_ros.core.errors import ConfigError
-from flowclas_ros.core.model import FlowClasModel
+from flowclas_ros.core.flowclas.model import FlowClasModel
 
 # The autocast type of each of ``PRECISIONS`` (fp32: no autocast).
 _AUTOCAST = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}

@@ -25,8 +25,8 @@ from flowclas_ros.core.config import EXPORT_PRECISIONS
 from flowclas_ros.core.engines.base import Engine, ExportedGraphs
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES
+from flowclas_ros.core.flowclas.model import FlowClasModel
 from flowclas_ros.core.jsonio import write_atomic, write_json
-from flowclas_ros.core.model import FlowClasModel
 
 WORKSPACE_BYTES = 2 << 30
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from flowclas_ros.core.flow import ActNorm, AffineCoupling, ChannelPermutation, Flow
+from flowclas_ros.core.flowclas.flow import ActNorm, AffineCoupling, ChannelPermutation, Flow
 
 HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi) + 0.5  # per-dimension entropy of N(0, 1)
 # These tests check the maths, not a model's size: a subnet as wide as the features.

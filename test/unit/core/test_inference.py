@@ -9,10 +9,10 @@ import torch
 from flowclas_ros.core.config import Calibration, ModelConfig
 from flowclas_ros.core.data.images import to_batch
 from flowclas_ros.core.errors import ConfigError, InputError
+from flowclas_ros.core.flowclas.model import build_model, load_model, save_model
+from flowclas_ros.core.flowclas.scoring import calibrate
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.masks import MaskRule, threshold_hits
-from flowclas_ros.core.model import build_model, load_model, save_model
-from flowclas_ros.core.scoring import calibrate
 from flowclas_ros.core.visualize import heatmap, overlay
 
 

@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from flowclas_ros.core.losses import inlier_nll, pixel_contrastive
-from flowclas_ros.core.train.outliers import grid_labels
+from flowclas_ros.core.flowclas.losses import inlier_nll, pixel_contrastive
+from flowclas_ros.core.flowclas.train.outliers import grid_labels
 
 
 def _embeddings(labels: torch.Tensor, separation: float) -> torch.Tensor:

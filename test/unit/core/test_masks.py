@@ -9,8 +9,8 @@ import torch
 
 from flowclas_ros.core.config import Calibration, ModelConfig
 from flowclas_ros.core.errors import ConfigError
+from flowclas_ros.core.flowclas.scoring import calibrate, fit_calibration
 from flowclas_ros.core.masks import MaskRule, anomaly_mask, calibrated_fpr_thresholds
-from flowclas_ros.core.scoring import calibrate, fit_calibration
 from flowclas_ros.core.thresholds.fpr import LEVELS, fit_fpr_table, fpr_thresholds, resolution
 from flowclas_ros.core.thresholds.nfa import fit_null
 

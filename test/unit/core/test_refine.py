@@ -12,8 +12,7 @@ import torch
 from flowclas_ros.core.config import BackboneConfig, FineConfig, LevelStats, ModelConfig
 from flowclas_ros.core.data.images import to_batch
 from flowclas_ros.core.errors import ConfigError, ModelFileError
-from flowclas_ros.core.inference import Detector
-from flowclas_ros.core.model import (
+from flowclas_ros.core.flowclas.model import (
     WEIGHTS_FILE,
     build_model,
     load_model,
@@ -21,7 +20,7 @@ from flowclas_ros.core.model import (
     trained_state,
     upsample,
 )
-from flowclas_ros.core.refine import (
+from flowclas_ros.core.flowclas.refine import (
     cascade,
     choose_refine,
     fit_stats,
@@ -29,6 +28,7 @@ from flowclas_ros.core.refine import (
     standardize,
     superpixels,
 )
+from flowclas_ros.core.inference import Detector
 
 
 def smooth_image(h, w, seed=0):

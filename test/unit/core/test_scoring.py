@@ -5,7 +5,13 @@
 import numpy as np
 import torch
 
-from flowclas_ros.core.scoring import calibrate, fit_calibration, frame_median, smooth, uncalibrate
+from flowclas_ros.core.flowclas.scoring import (
+    calibrate,
+    fit_calibration,
+    frame_median,
+    smooth,
+    uncalibrate,
+)
 
 
 def test_calibration_maps_the_normal_99th_percentile_to_one_half():
@@ -59,7 +65,7 @@ def test_frame_median_is_each_maps_lower_median():
 
 def test_a_centred_model_ranks_within_a_frame_as_before_and_shifts_whole_scenes():
     from flowclas_ros.core.config import BackboneConfig, ModelConfig
-    from flowclas_ros.core.model import build_model
+    from flowclas_ros.core.flowclas.model import build_model
 
     plain = build_model(ModelConfig(backbone=BackboneConfig(), input_size=[64, 96]))
     centred = build_model(

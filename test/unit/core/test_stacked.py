@@ -13,7 +13,7 @@ from flowclas_ros.core.backbones.dinov2 import build_dinov2, save_official
 from flowclas_ros.core.backbones.stacked import Stacked
 from flowclas_ros.core.config import BackboneConfig, ModelConfig
 from flowclas_ros.core.errors import ConfigError
-from flowclas_ros.core.model import build_model, load_model, save_model
+from flowclas_ros.core.flowclas.model import build_model, load_model, save_model
 
 
 @pytest.fixture(scope='module')

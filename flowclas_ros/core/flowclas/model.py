@@ -21,10 +21,10 @@ from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.data.images import SIZE_POLICIES
 from flowclas_ros.core.device import DEFAULT_DEVICE, torch_device
 from flowclas_ros.core.errors import ConfigError, ModelFileError
-from flowclas_ros.core.flow import Flow
+from flowclas_ros.core.flowclas.flow import Flow
+from flowclas_ros.core.flowclas.refine import FineLevel, cascade, standardize
+from flowclas_ros.core.flowclas.scoring import frame_median, smooth
 from flowclas_ros.core.jsonio import write_atomic
-from flowclas_ros.core.refine import FineLevel, cascade, standardize
-from flowclas_ros.core.scoring import frame_median, smooth
 
 CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'flow.safetensors'

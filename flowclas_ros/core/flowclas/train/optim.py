@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from flowclas_ros.core.errors import ModelFileError
+from flowclas_ros.core.flowclas.model import FlowClasModel, load_trained_state, trained_state
+from flowclas_ros.core.flowclas.train.batching import cosine_schedule
 from flowclas_ros.core.jsonio import write_atomic
-from flowclas_ros.core.model import FlowClasModel, load_trained_state, trained_state
-from flowclas_ros.core.train.batching import cosine_schedule
 
 
 @dataclass

@@ -30,16 +30,21 @@ import torch
 from flowclas_ros.core.config import TRAIN_MODES, ModelConfig, TrainConfig
 from flowclas_ros.core.device import DEFAULT_DEVICE, torch_device
 from flowclas_ros.core.errors import ConfigError
+from flowclas_ros.core.flowclas.losses import inlier_nll, normalize_embeddings, pixel_contrastive
+from flowclas_ros.core.flowclas.model import (
+    FlowClasModel,
+    build_model,
+    load_trained_state,
+    save_model,
+)
+from flowclas_ros.core.flowclas.train.batching import by_size, progress_line
+from flowclas_ros.core.flowclas.train.data import TrainData, load_data
+from flowclas_ros.core.flowclas.train.fine import fit_level_stats, train_fine
+from flowclas_ros.core.flowclas.train.optim import Optimization, TrainResult
+from flowclas_ros.core.flowclas.train.outliers import crop, paste_from
+from flowclas_ros.core.flowclas.train.publish import LOG_FILE, STATE_FILE, publish, workspace
+from flowclas_ros.core.flowclas.train.validation import calibration
 from flowclas_ros.core.jsonio import write_json
-from flowclas_ros.core.losses import inlier_nll, normalize_embeddings, pixel_contrastive
-from flowclas_ros.core.model import FlowClasModel, build_model, load_trained_state, save_model
-from flowclas_ros.core.train.batching import by_size, progress_line
-from flowclas_ros.core.train.data import TrainData, load_data
-from flowclas_ros.core.train.fine import fit_level_stats, train_fine
-from flowclas_ros.core.train.optim import Optimization, TrainResult
-from flowclas_ros.core.train.outliers import crop, paste_from
-from flowclas_ros.core.train.publish import LOG_FILE, STATE_FILE, publish, workspace
-from flowclas_ros.core.train.validation import calibration
 
 __all__ = ['TrainOptions', 'TrainResult', 'train']
 

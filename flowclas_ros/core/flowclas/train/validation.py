@@ -18,11 +18,11 @@ from flowclas_ros.core.config import Calibration, ModelConfig
 from flowclas_ros.core.data.images import list_split, read_mask, read_rgb
 from flowclas_ros.core.data.outliers import PseudoOutliers
 from flowclas_ros.core.errors import DataError
+from flowclas_ros.core.flowclas.model import FlowClasModel
+from flowclas_ros.core.flowclas.scoring import fit_calibration
+from flowclas_ros.core.flowclas.train.batching import as_float, by_size, clean_features, sized
+from flowclas_ros.core.flowclas.train.outliers import grid_labels
 from flowclas_ros.core.metrics import exact_pixel_metrics
-from flowclas_ros.core.model import FlowClasModel
-from flowclas_ros.core.scoring import fit_calibration
-from flowclas_ros.core.train.batching import as_float, by_size, clean_features, sized
-from flowclas_ros.core.train.outliers import grid_labels
 
 
 class Validation:

@@ -14,7 +14,7 @@ from pathlib import Path
 import shutil
 
 from flowclas_ros.core.errors import ModelFileError
-from flowclas_ros.core.model import CONFIG_FILE, WEIGHTS_FILE
+from flowclas_ros.core.flowclas.model import CONFIG_FILE, WEIGHTS_FILE
 
 STATE_FILE = 'train_state.pt'
 LOG_FILE = 'train_log.json'

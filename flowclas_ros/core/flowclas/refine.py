@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from flowclas_ros.core.backbones import build_backbone
 from flowclas_ros.core.config import REFINE_MODES, FineConfig, LevelStats, ModelConfig
 from flowclas_ros.core.errors import ConfigError
-from flowclas_ros.core.flow import Flow
-from flowclas_ros.core.scoring import smooth
+from flowclas_ros.core.flowclas.flow import Flow
+from flowclas_ros.core.flowclas.scoring import smooth
 
 # Standard-normal 99th percentile: LevelStats put each level's normal p99 there.
 _Z99 = 2.326

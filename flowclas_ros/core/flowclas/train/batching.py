@@ -21,7 +21,7 @@ from flowclas_ros.core.config import ModelConfig
 from flowclas_ros.core.data.images import network_size, to_batch
 
 if TYPE_CHECKING:
-    from flowclas_ros.core.model import FlowClasModel
+    from flowclas_ros.core.flowclas.model import FlowClasModel
 
 
 def sized(rgb: np.ndarray, config: ModelConfig, multiple: int) -> torch.Tensor:

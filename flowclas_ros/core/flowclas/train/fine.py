@@ -14,9 +14,9 @@ import math
 import torch
 
 from flowclas_ros.core.errors import ConfigError
-from flowclas_ros.core.model import FlowClasModel
-from flowclas_ros.core.refine import FineLevel, fit_stats
-from flowclas_ros.core.train.batching import by_size, cosine_schedule, each_image
+from flowclas_ros.core.flowclas.model import FlowClasModel
+from flowclas_ros.core.flowclas.refine import FineLevel, fit_stats
+from flowclas_ros.core.flowclas.train.batching import by_size, cosine_schedule, each_image
 
 
 def _fine_level(model: FlowClasModel) -> FineLevel:

@@ -9,9 +9,9 @@ import math
 import torch
 from torch import nn
 
-from flowclas_ros.core.flow.actnorm import ActNorm
-from flowclas_ros.core.flow.coupling import AffineCoupling
-from flowclas_ros.core.flow.permutation import ChannelPermutation
+from flowclas_ros.core.flowclas.flow.actnorm import ActNorm
+from flowclas_ros.core.flowclas.flow.coupling import AffineCoupling
+from flowclas_ros.core.flowclas.flow.permutation import ChannelPermutation
 
 _LOG_2PI = math.log(2 * math.pi)
 

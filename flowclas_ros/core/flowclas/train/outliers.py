@@ -16,11 +16,11 @@ import torch.nn.functional as F
 
 from flowclas_ros.core.config import IGNORE_LABEL
 from flowclas_ros.core.data.outliers import PseudoOutliers
-from flowclas_ros.core.model import FlowClasModel
-from flowclas_ros.core.train.batching import as_float, by_size
+from flowclas_ros.core.flowclas.model import FlowClasModel
+from flowclas_ros.core.flowclas.train.batching import as_float, by_size
 
 if TYPE_CHECKING:
-    from flowclas_ros.core.train.data import TrainData
+    from flowclas_ros.core.flowclas.train.data import TrainData
 
 # ``pasted[v][i]`` of ``TrainData``: features (half) and patch labels of image i, variant v.
 Variants = list[list[tuple[torch.Tensor, torch.Tensor]]]

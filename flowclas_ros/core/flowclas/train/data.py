@@ -18,10 +18,10 @@ import torch
 from flowclas_ros.core.data.images import list_images, read_rgb
 from flowclas_ros.core.data.outliers import PseudoOutliers
 from flowclas_ros.core.errors import DataError
-from flowclas_ros.core.model import FlowClasModel
-from flowclas_ros.core.train.batching import clean_features, progress_line, sized
-from flowclas_ros.core.train.outliers import Variants, pasted_variants
-from flowclas_ros.core.train.validation import Validation, build_validation
+from flowclas_ros.core.flowclas.model import FlowClasModel
+from flowclas_ros.core.flowclas.train.batching import clean_features, progress_line, sized
+from flowclas_ros.core.flowclas.train.outliers import Variants, pasted_variants
+from flowclas_ros.core.flowclas.train.validation import Validation, build_validation
 
 MIN_IMAGES = 20  # fewer trains, with a warning
 
