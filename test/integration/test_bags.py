@@ -8,12 +8,11 @@ the original JPEG bytes), same model, same evaluation code.
 
 import json
 from pathlib import Path
-import subprocess
-import sys
 
 from models import labelled_split, make_model
 import numpy as np
 import pytest
+from tools import run_module as run
 
 from flowclas_ros.core.data.bags import BagFrames, BagWriter, read_images, write_sample_bag
 from flowclas_ros.core.data.imagemsg import image_fields
@@ -23,12 +22,6 @@ from flowclas_ros.core.flowclas.model import load_model
 from flowclas_ros.core.inference import Detector
 
 POOLED = ('ap', 'auroc', 'fpr95', 'aupro', 'n_images', 'n_pos_pixels', 'n_neg_pixels')
-
-
-def run(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, '-m', module, *args], capture_output=True, text=True, timeout=600
-    )
 
 
 def evaluate(*args: str, json_path: Path) -> dict:

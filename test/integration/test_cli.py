@@ -13,6 +13,7 @@ import time
 import numpy as np
 from PIL import Image
 import pytest
+from tools import run_module
 import torch
 
 from flowclas_ros.cli import train as train_cli
@@ -25,12 +26,7 @@ SIZE = ['64', '64']
 
 
 def run(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, '-m', f'flowclas_ros.cli.{module}', *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_module(f'flowclas_ros.cli.{module}', *args)
 
 
 @pytest.fixture(scope='module')

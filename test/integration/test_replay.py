@@ -6,12 +6,12 @@ import json
 import os
 from pathlib import Path
 import subprocess
-import sys
 
 from models import labelled_split, make_model
 import numpy as np
 import pytest
 from rosnode import ENV, NodeProcess
+from tools import run_module
 
 from flowclas_ros.core.data.bags import BagWriter, read_images, read_raw, write_sample_bag
 
@@ -19,13 +19,7 @@ pytestmark = pytest.mark.ros
 
 
 def run(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, '-m', module, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ) | ENV,
-    )
+    return run_module(module, *args, timeout=timeout, env=dict(os.environ) | ENV)
 
 
 def metrics(tmp_path: Path, name: str, *args: str) -> dict:
