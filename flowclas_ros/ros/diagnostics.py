@@ -44,6 +44,7 @@ class Limits:
     expected_rate_hz: float = 0.0
     max_latency_ms: float = 500.0
     input_timeout_s: float = 5.0
+    input_warn_s: float = 1.0
 
 
 @dataclass
@@ -169,8 +170,8 @@ class CameraStats:
             level, message = model_problem
         elif last_rx is None:
             level, message = STALE, 'waiting for the first frame'
-        elif now - last_rx > limits.input_timeout_s:
-            level, message = ERROR, f'no input for {now - last_rx:.1f} s'
+        elif (stalled := _stalled(now - last_rx, limits)) is not None:
+            level, message = stalled
         elif window.rejected or window.warnings:
             level, message = WARN, f'{window.rejected} frames rejected; last error: {last_error}'
         elif span > 0 and limits.expected_rate_hz > 0 and out_rate < limits.expected_rate_hz:
@@ -199,6 +200,15 @@ class CameraStats:
         status.message = message
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         return status
+
+
+def _stalled(idle_s: float, limits: Limits) -> tuple[bytes, str] | None:
+    """ERROR after ``input_timeout_s`` without input, WARN after ``input_warn_s``, else None."""
+    if idle_s > limits.input_timeout_s:
+        return ERROR, f'no input for {idle_s:.1f} s'
+    if idle_s > limits.input_warn_s:
+        return WARN, f'no input for {idle_s:.1f} s'
+    return None
 
 
 def _median(values: list[float]) -> float:

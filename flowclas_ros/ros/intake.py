@@ -68,6 +68,15 @@ def resolve_topic(node: Node, topic: str) -> str:
         return f'{node.get_namespace().rstrip("/")}/{topic}'
 
 
+def _node_name(info: Any) -> str:
+    return f'{info.node_namespace.rstrip("/")}/{info.node_name}'
+
+
+def _policy(value: Any) -> str:
+    """A QoS policy's name as ROS writes it (``reliable``, ``transient_local``)."""
+    return getattr(value, 'name', str(value)).lower()
+
+
 def _transit_ms(info: dict) -> float:
     """The publisher's send to now, ms; NaN where rclpy does not give the send time."""
     sent = info.get('source_timestamp') or 0  # ns, the publisher's system clock
@@ -105,6 +114,8 @@ class Camera:
         self.last_start = -math.inf  # when the last frame processed was received (rate limit)
         self.camera_info: CameraInfo | None = None
         self.last_sequence: int | None = None
+        self.last_stamp = (0, 0)  # header stamp (sec, nanosec) of the newest frame received
+        self.stall_logged: float | None = None  # last_receive of the stall already logged
         self.subscription = None
         self.info_subscription = None
         self.reliability: ReliabilityPolicy | None = None
@@ -168,6 +179,24 @@ class Camera:
             return ReliabilityPolicy.RELIABLE
         return ReliabilityPolicy.BEST_EFFORT
 
+    def stall_line(self, idle_s: float) -> str:
+        """One line on a stalled input: the publishers with their QoS and the last stamp."""
+        infos = self.node.get_publishers_info_by_topic(self.resolved_topic)
+        if infos:
+            offered = '; '.join(
+                f'{_node_name(i)} ({_policy(i.qos_profile.reliability)}, '
+                f'{_policy(i.qos_profile.durability)}, depth {i.qos_profile.depth})'
+                for i in infos
+            )
+            publishers = f'{len(infos)} publisher(s): {offered}'
+        else:
+            publishers = 'no publishers'
+        sec, nanosec = self.last_stamp
+        return (
+            f'no frames on {self.resolved_topic} for {idle_s:.1f} s '
+            f'(last stamp {sec}.{nanosec:09d}); {publishers}'
+        )
+
     def count_lost(self, sequence: int) -> None:
         """Count the frames DDS dropped: gaps in the publisher's sequence numbers (0: unknown)."""
         if sequence <= 0:
@@ -205,7 +234,7 @@ class Intake:
         self._params = params
         self._scheduler = scheduler
         self._worker = worker
-        node.create_timer(1.0, self.follow_publishers)
+        node.create_timer(1.0, self.on_timer)
 
     @property
     def cameras(self) -> list[Camera]:
@@ -248,6 +277,7 @@ class Intake:
     def on_frame(self, camera: Camera, msg: Image | CompressedImage, info: dict | None) -> None:
         """A subscription callback: count, check the header, hand the frame to the scheduler."""
         now = time.monotonic()
+        camera.last_stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         camera.stats.on_receive(now)
         info = info or {}
         transit_ms = _transit_ms(info)
@@ -269,6 +299,22 @@ class Intake:
             f'best_effort for best-effort cameras'
         )
         camera.stats.on_warning('incompatible_qos', f'incompatible QoS on {camera.resolved_topic}')
+
+    def on_timer(self) -> None:
+        """Every second: watch the input, follow the publishers."""
+        self.watch_input()
+        self.follow_publishers()
+
+    def watch_input(self) -> None:
+        """Log once per stall when a camera that had frames has none for ``input_warn_s``."""
+        warn_s, now = self._params.current.input_warn_s, time.monotonic()
+        for camera in self.cameras:
+            last = camera.stats.last_receive
+            if camera.subscription is None or last is None or last == camera.stall_logged:
+                continue
+            if now - last > warn_s:
+                camera.stall_logged = last  # a frame moves last_receive on: a new stall
+                self._node.get_logger().warning(camera.stall_line(now - last))
 
     def follow_publishers(self) -> None:
         """``input_reliability: auto``: match what the publishers offer now (a 1 s timer)."""

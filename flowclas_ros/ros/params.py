@@ -208,6 +208,13 @@ class NodeParams:
     input_timeout_s: float = _param(
         5.0, 'live', 'diagnostics ERROR after this long without input (> 0)', low=0.0, high=1e5
     )
+    input_warn_s: float = _param(
+        1.0,
+        'live',
+        'diagnostics WARN after this long without input (> 0; ERROR after input_timeout_s)',
+        low=0.0,
+        high=1e5,
+    )
     diagnostics_period_s: float = _param(
         1.0, 'restart', 'how often /diagnostics is published', low=0.01, high=3600.0
     )
@@ -245,6 +252,10 @@ class NodeParams:
                 'points_min_depth_m must be < points_max_depth_m',
             ),
             (self.input_timeout_s > 0, 'input_timeout_s must be > 0'),
+            (
+                0 < self.input_warn_s <= self.input_timeout_s,
+                'input_warn_s must be > 0 and <= input_timeout_s',
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -63,7 +63,7 @@ class Status:
 
     def publish(self) -> None:
         p, model = self._params.current, self._model
-        limits = Limits(p.expected_rate_hz, p.max_latency_ms, p.input_timeout_s)
+        limits = Limits(p.expected_rate_hz, p.max_latency_ms, p.input_timeout_s, p.input_warn_s)
         info = {
             'lifecycle_state': self._phase.state,
             'backend': p.backend,

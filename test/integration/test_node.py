@@ -9,6 +9,7 @@ import shutil
 import signal
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from imagemsgs import encode, pack
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -284,6 +285,77 @@ def test_incompatible_qos_is_reported(raw_node, client):
         'an incompatible-QoS warning',
     )
     assert 'best_effort' in raw_node.text()
+
+
+def test_input_watchdog_warns_then_errors_and_logs_each_stall_once(logs, client, model_dir):
+    node = start_node(
+        logs, client, 'watch', 'image', model_dir=str(model_dir), diagnostics_period_s=0.2,
+        input_warn_s=0.5, input_timeout_s=2.0,
+    )  # fmt: skip
+    status = 'flowclas: /watch/image'
+    stall = 'no frames on /watch/image'
+
+    history = client.subscribe('/diagnostics', DiagnosticArray, depth=200)
+
+    def stalled():
+        """The levels since the last frame received, once they reach ERROR: WARN came first.
+
+        Scoring the last frame may take longer than the WARN time on a busy machine, so they
+        come from every status published since, not from the newest one.
+        """
+
+        def levels():
+            mine = [
+                (s.level[0] if isinstance(s.level, bytes) else s.level, s.message, s.values)
+                for m in list(history)
+                for s in m.status
+                if s.name == status
+            ]
+            if not mine:
+                return []
+            count = KeyValue(key='frames_received')
+            count.value = {v.key: v.value for v in mine[-1][2]}[count.key]
+            return [
+                (level, message)
+                for level, message, values in mine
+                if 'no input' in message and count in values
+            ]
+
+        found = wait_for(lambda: (ls := levels()) and ls[-1][0] == ERROR and ls, 20, 'ERROR')
+        kinds = [level for level, _ in found]
+        assert WARN in kinds, found
+        assert kinds.index(WARN) < kinds.index(ERROR), found
+
+    def burst():
+        """A few frames, the last one scored; then the publisher falls silent but stays."""
+        send(pub, msg, lambda s: outputs.get('score', s))
+        last = next_stamp(3) + 2
+        for sec in range(last - 2, last + 1):
+            msg.header.stamp.sec, msg.header.stamp.nanosec = sec, 250
+            pub.publish(msg)
+        wait_for(lambda: outputs.get('score', last), 30, f'the score of frame {last}')
+        return last
+
+    def lines(last):
+        """The stall lines about the silence after frame ``last`` (``send`` may retry slowly)."""
+        text = node.text().splitlines()
+        return [line for line in text if stall in line and f'stamp {last}.000000250)' in line]
+
+    try:
+        pub = client.publisher('/watch/image', Image)
+        outputs = Outputs(client, '/watch', names=('score',))
+        msg = encode(smooth_image(seed=7), 'rgb8')
+        first = burst()
+        stalled()
+        line = wait_for(lambda: lines(first), 10, f'a stall line after frame {first}')[0]
+        assert '1 publisher(s): /flowclas_test (reliable, volatile, depth' in line, line
+        # Frames again, then silence again: a line for this stall too.
+        second = burst()
+        wait_for(lambda: lines(second), 20, f'a stall line after frame {second}')
+        stalled()
+    finally:
+        assert node.stop() == 0, node.text()
+    assert (len(lines(first)), len(lines(second))) == (1, 1), node.text()
 
 
 def _compressed(rgb, fmt):

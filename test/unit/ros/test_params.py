@@ -62,6 +62,8 @@ def test_replace_coerces_yaml_integers_to_floats():
         ({'mask_mode': 'otsu'}, 'mask_mode must be one of'),
         ({'target_fpr': 0.0}, 'target_fpr'),
         ({'nfa_null': 'gamma'}, 'nfa_null must be one of'),
+        ({'input_warn_s': 0.0}, 'input_warn_s must be > 0'),
+        ({'input_warn_s': 6.0}, 'input_warn_s must be > 0 and <= input_timeout_s'),
         ({'no_such_thing': 1}, 'unknown parameter'),
     ],
 )
