@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import io
 import os
 from pathlib import Path
-import re
 
 import torch
 from torch import nn
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 
 from flowclas_ros.core.backbones.base import FeatureExtractor
 from flowclas_ros.core.backbones.checkpoint import HF_FILE, read_state_dict
+from flowclas_ros.core.backbones.dinov2_names import official_names, to_hf
 from flowclas_ros.core.config import DINOV2_LAYERS
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.jsonio import write_atomic
@@ -231,107 +231,7 @@ def _new_model(name: str, layers: tuple[int, ...] = DINOV2_LAYERS) -> DinoV2:
     )
 
 
-# ---- Hugging Face <-> official names ---------------------------------------------------------
-
-_HF_TOP = {
-    'embeddings.cls_token': 'cls_token',
-    'embeddings.mask_token': 'mask_token',
-    'embeddings.position_embeddings': 'pos_embed',
-    'embeddings.register_tokens': 'register_tokens',
-    'embeddings.patch_embeddings.projection.weight': 'patch_embed.proj.weight',
-    'embeddings.patch_embeddings.projection.bias': 'patch_embed.proj.bias',
-    'layernorm.weight': 'norm.weight',
-    'layernorm.bias': 'norm.bias',
-}
-_HF_BLOCK = {  # Suffixes after 'encoder.layer.{i}.' -> after 'blocks.{i}.'.
-    'layer_scale1.lambda1': 'ls1.gamma',
-    'layer_scale2.lambda1': 'ls2.gamma',
-    **{
-        f'{hf}.{p}': f'{off}.{p}'
-        for hf, off in (
-            ('norm1', 'norm1'),
-            ('norm2', 'norm2'),
-            ('attention.output.dense', 'attn.proj'),
-            ('mlp.fc1', 'mlp.fc1'),
-            ('mlp.fc2', 'mlp.fc2'),
-            ('mlp.weights_in', 'mlp.w12'),
-            ('mlp.weights_out', 'mlp.w3'),
-        )
-        for p in ('weight', 'bias')
-    },
-}
-_HF_QKV = ('query', 'key', 'value')
-_HF_LAYER = re.compile(r'encoder\.layer\.(\d+)\.(.+)')
-_OFF_BLOCK = re.compile(r'blocks\.(\d+)\.(.+)')
-
-
-def _from_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename HF keys to official ones; keys it cannot map pass through and show as unexpected."""
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        if key in _HF_TOP:
-            out[_HF_TOP[key]] = value
-            continue
-        m = _HF_LAYER.fullmatch(key)
-        rest = m.group(2) if m else ''
-        if m and rest in _HF_BLOCK:
-            out[f'blocks.{m.group(1)}.{_HF_BLOCK[rest]}'] = value
-        elif m and re.fullmatch(r'attention\.attention\.(query|key|value)\.(weight|bias)', rest):
-            _, _, part, param = rest.split('.')
-            qkv.setdefault((m.group(1), param), {})[part] = value
-        else:
-            out[key] = value
-    for (layer, param), parts in qkv.items():
-        if all(p in parts for p in _HF_QKV):
-            out[f'blocks.{layer}.attn.qkv.{param}'] = torch.cat([parts[p] for p in _HF_QKV])
-        else:
-            for part, value in parts.items():
-                out[f'encoder.layer.{layer}.attention.attention.{part}.{param}'] = value
-    return out
-
-
-def _to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    top = {v: k for k, v in _HF_TOP.items()}
-    block = {v: k for k, v in _HF_BLOCK.items()}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        m = _OFF_BLOCK.fullmatch(key)
-        if key in top:
-            out[top[key]] = value
-        elif m and m.group(2) in block:
-            out[f'encoder.layer.{m.group(1)}.{block[m.group(2)]}'] = value
-        elif m and m.group(2).startswith('attn.qkv.'):
-            param = m.group(2).rsplit('.', 1)[1]
-            for part, chunk in zip(_HF_QKV, value.chunk(3), strict=True):
-                out[f'encoder.layer.{m.group(1)}.attention.attention.{part}.{param}'] = chunk
-        else:
-            raise ValueError(f'no Hugging Face name for DINOv2 parameter {key!r}')
-    return out
-
-
-# ---- reading and checking weight files -------------------------------------------------------
-
-
-def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop a wrapper prefix (``dinov2.``, ``backbone.``, ``module.``) and keys outside it."""
-    for prefix in ('dinov2.', 'backbone.', 'module.'):
-        if any(k.startswith(prefix) for k in state):
-            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    return state
-
-
-def _official_names(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """Tensors of either checkpoint format under the official names."""
-    state = _strip_prefix(state)
-    if 'embeddings.cls_token' in state or any(k.startswith('encoder.layer.') for k in state):
-        return _from_hf(state)
-    if 'cls_token' in state or any(k.startswith('blocks.') for k in state):
-        return state
-    some = ', '.join(list(state)[:3])
-    raise ModelFileError(
-        f'{source}: not a DINOv2 checkpoint (no cls_token key; first keys: {some})'
-    )
+# ---- checking weight files -----------------------------------------------------------------
 
 
 def _guess_name(state: dict[str, torch.Tensor]) -> str | None:
@@ -409,7 +309,7 @@ def dinov2_from_state(
     """A frozen ``name`` holding ``state`` (official or HF names); errors name ``source``."""
     with torch.device('meta'):  # Skip a wasted random init; the state supplies every tensor.
         model = _new_model(name, layers)
-    state = _official_names(state, source)
+    state = official_names(state, source)
     _check_fit(state, model, name, source)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
@@ -437,5 +337,5 @@ def save_hf_safetensors(model: DinoV2, path: str | os.PathLike) -> None:
     if path.is_dir():
         path = path / HF_FILE
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    hf = {k: v.contiguous().clone() for k, v in _to_hf(state).items()}
+    hf = {k: v.contiguous().clone() for k, v in to_hf(state).items()}
     write_atomic(path, save(hf, metadata={'format': 'pt'}))

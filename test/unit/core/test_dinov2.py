@@ -21,6 +21,7 @@ from flowclas_ros.core.backbones.dinov2 import (
     save_hf_safetensors,
     save_official,
 )
+from flowclas_ros.core.backbones.dinov2_names import to_hf
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 
 SMALL = 'dinov2_vits14'
@@ -235,7 +236,7 @@ def test_vitg_official_layout() -> None:
     }
     assert 'blocks.39.ls2.gamma' in shapes
     assert 'blocks.40.norm1.weight' not in shapes
-    hf = dinov2._to_hf(model.state_dict())
+    hf = to_hf(model.state_dict())
     assert hf['encoder.layer.0.mlp.weights_in.weight'].shape == (8192, 1536)
     assert hf['encoder.layer.0.attention.attention.query.weight'].shape == (1536, 1536)
 
