@@ -132,7 +132,7 @@ class StampMatcher:
         return unused
 
 
-def _offered(node: Any, topic: str) -> ReliabilityPolicy | None:
+def offered_reliability(node: Any, topic: str) -> ReliabilityPolicy | None:
     """Reliable when every publisher on ``topic`` offers it, best effort when one does not."""
     offered = [i.qos_profile.reliability for i in node.get_publishers_info_by_topic(topic)]
     if not offered:
@@ -176,7 +176,7 @@ class Geometry:
     def subscribe(self, choice: str, fallback: ReliabilityPolicy) -> None:
         """Subscribe the depth image as ``input_reliability`` says (``auto``: follow offers)."""
         if choice == 'auto':
-            self._subscribe(_offered(self.node, self.resolved_topic) or fallback)
+            self._subscribe(offered_reliability(self.node, self.resolved_topic) or fallback)
         else:
             self._subscribe(_FIXED.get(choice, fallback))
         if self.info_subscription is None:
@@ -188,7 +188,7 @@ class Geometry:
         """``input_reliability: auto``: resubscribe when the depth publishers' offer changes."""
         if self.subscription is None:
             return
-        offered = _offered(self.node, self.resolved_topic)
+        offered = offered_reliability(self.node, self.resolved_topic)
         if offered is not None and offered != self.reliability:
             self._subscribe(offered)
 

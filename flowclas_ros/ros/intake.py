@@ -26,7 +26,7 @@ from flowclas_ros.core.data.imagemsg import (
     image_to_rgb,
 )
 from flowclas_ros.core.errors import InputError
-from flowclas_ros.ros.depth import Geometry
+from flowclas_ros.ros.depth import Geometry, offered_reliability
 from flowclas_ros.ros.diagnostics import CameraStats
 from flowclas_ros.ros.params import NodeParams
 from flowclas_ros.ros.reload import Parameters
@@ -168,16 +168,7 @@ class Camera:
         self.geometry.unsubscribe()
 
     def offered_reliability(self) -> ReliabilityPolicy | None:
-        """Reliable when every publisher offers it, best effort when one does not, else None."""
-        offered = [
-            i.qos_profile.reliability
-            for i in self.node.get_publishers_info_by_topic(self.resolved_topic)
-        ]
-        if not offered:
-            return None
-        if all(r == ReliabilityPolicy.RELIABLE for r in offered):
-            return ReliabilityPolicy.RELIABLE
-        return ReliabilityPolicy.BEST_EFFORT
+        return offered_reliability(self.node, self.resolved_topic)
 
     def stall_line(self, idle_s: float) -> str:
         """One line on a stalled input: the publishers with their QoS and the last stamp."""
