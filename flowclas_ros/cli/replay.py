@@ -119,14 +119,7 @@ def play(args: argparse.Namespace) -> int:
 
     from flowclas_ros.ros.spin import SpinThread
 
-    topics = bag_topics(args.bag)
-    if args.topics:
-        missing = sorted(set(args.topics) - set(topics))
-        if missing:
-            raise DataError(f'{", ".join(missing)} not in {args.bag}; topics: {", ".join(topics)}')
-        topics = {t: topics[t] for t in args.topics}
-    if not any(count for _, count in topics.values()):
-        raise DataError(f'nothing to play in {args.bag}')
+    topics = _chosen_topics(args.bag, args.topics)
     rclpy.init(args=sys.argv)
     node = rclpy.create_node('flowclas_replay')
     qos = QoSProfile(depth=args.depth, reliability=ReliabilityPolicy.RELIABLE)
@@ -138,21 +131,8 @@ def play(args: argparse.Namespace) -> int:
         recorder = Recorder(node, args.record, args.record_topics, args.storage, qos)
     spin = SpinThread(node)
     try:
-        deadline = time.monotonic() + args.wait_subscribers
         image_topics = [t for t, (m, _) in topics.items() if m in (IMAGE, COMPRESSED)]
-
-        def ready() -> bool:
-            # A node skips outputs nobody subscribes to: the recorder must be matched too.
-            if recorder is not None:
-                recorder.service()
-            return all(publishers[t].get_subscription_count() for t in image_topics) and (
-                recorder is None or recorder.connected
-            )
-
-        while not ready() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not ready():
-            print(f'no subscriber or recorded publisher after {args.wait_subscribers} s; playing')
+        _wait_for_peers([publishers[t] for t in image_topics], recorder, args.wait_subscribers)
         time.sleep(args.delay)
         tick = _clock(node) if args.clock else None
         played, skipped = 0, {}
@@ -168,11 +148,7 @@ def play(args: argparse.Namespace) -> int:
         if recorder is not None:
             # What a node makes one output for: the frames played of the busiest image topic.
             frames = max((topics[t][1] - skipped.get(t, 0) for t in image_topics), default=0)
-            while time.monotonic() - recorder.last < args.idle:
-                recorder.service()
-                if min(recorder.counts.values()) >= frames:
-                    break
-                time.sleep(0.05)
+            _drain(recorder, frames, args.idle)
             print(f'recorded {recorder.counts} to {args.record}')
     finally:
         spin.stop()
@@ -181,6 +157,47 @@ def play(args: argparse.Namespace) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _chosen_topics(bag: str, chosen: list[str] | None) -> dict[str, tuple[str, int]]:
+    """The bag's topics to play (all, or those named), each with its type and count."""
+    topics = bag_topics(bag)
+    if chosen:
+        missing = sorted(set(chosen) - set(topics))
+        if missing:
+            raise DataError(f'{", ".join(missing)} not in {bag}; topics: {", ".join(topics)}')
+        topics = {t: topics[t] for t in chosen}
+    if not any(count for _, count in topics.values()):
+        raise DataError(f'nothing to play in {bag}')
+    return topics
+
+
+def _wait_for_peers(publishers: list[Any], recorder: Any, timeout_s: float) -> None:
+    """Wait for a subscriber on every image topic and, when recording, the recorded outputs.
+
+    A node skips outputs nobody subscribes to, so the recorder must be matched too.
+    """
+
+    def ready() -> bool:
+        if recorder is not None:
+            recorder.service()
+        subscribed = all(p.get_subscription_count() for p in publishers)
+        return subscribed and (recorder is None or recorder.connected)
+
+    deadline = time.monotonic() + timeout_s
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not ready():
+        print(f'no subscriber or recorded publisher after {timeout_s} s; playing')
+
+
+def _drain(recorder: Any, frames: int, idle_s: float) -> None:
+    """Record until every output has ``frames`` messages or none came for ``idle_s``."""
+    while time.monotonic() - recorder.last < idle_s:
+        recorder.service()
+        if min(recorder.counts.values()) >= frames:
+            break
+        time.sleep(0.05)
 
 
 def _clock(node: Any) -> Any:
