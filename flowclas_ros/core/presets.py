@@ -21,7 +21,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     'surface': {},
     # Road and street scenes from a vehicle's front camera (docs/road.md): the default encoders
     # on every frame scaled to the same pixel count, obstacles pasted on the road, each frame's
-    # scores centred on its own median, the contrastive term weighted up (alpha 1, not 10).
+    # scores centred on its own median, the contrastive term weighted up (alpha 1, not 10) and
+    # pseudo-outliers in half the frames.
     'road': {
         'input_size': [544, 736],
         'size_policy': 'keep_aspect',
@@ -31,6 +32,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             'paste_scales': [0.05, 0.1, 0.15, 0.25, 0.4],
             'pasted_variants': 1,
             'max_images': 240,
+            'paste_probability': 0.5,
             'alpha': 1.0,
         },
     },
