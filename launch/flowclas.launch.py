@@ -17,9 +17,10 @@ node reads ``<image>/compressed``. ``depth`` is a depth image registered to the 
 taken from beside it, and ``anomaly/points`` goes out only while depth arrives.
 ``managed:=true`` starts the lifecycle node, which a lifecycle manager (or ``ros2 lifecycle
 set``) configures and activates. Other settings go in a copy of ``config/flowclas.yaml`` passed
-as ``params_file:=...``. ``fastdds_profile:=large_frames`` gives the node's Fast DDS
-participant ``config/fastdds_large_frames.xml`` (camera-sized messages through shared memory
-in one piece).
+as ``params_file:=...``. The node's Fast DDS participant gets
+``config/fastdds_large_frames.xml`` (camera-sized messages through shared memory in one piece:
+with Fast DDS's built-in transports their delivery collapses after a few minutes, see
+docs/reliability.md); ``fastdds_profile:=none`` leaves it to the environment as before.
 """
 
 import os
@@ -45,9 +46,9 @@ ARGUMENTS = {
     'log_level': ('info', 'debug, info, warn, error or fatal'),
     'respawn': ('false', 'start the node again when it exits'),
     'fastdds_profile': (
-        'none',
-        'Fast DDS XML profile of the node: none (as the environment says), large_frames '
-        '(the package config/fastdds_large_frames.xml), or a path',
+        'large_frames',
+        'Fast DDS XML profile of the node: large_frames (the package '
+        'config/fastdds_large_frames.xml), none (as the environment says), or a path',
     ),
 }
 
@@ -87,13 +88,24 @@ def _remappings(cameras, image, depth='depth'):
     return pairs
 
 
-def _fastdds_env(choice, shipped):
-    """The environment that gives the node a Fast DDS profile (variables of Fast DDS 3 and 2)."""
+# Fast DDS 2 (Humble, Iron, Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE; Fast DDS 3 (Kilted on)
+# reads FASTDDS_DEFAULT_PROFILES_FILE and warns about the old name.
+_FAST_DDS_2_DISTROS = ('humble', 'iron', 'jazzy')
+
+
+def _fastdds_env(choice, shipped, distro=''):
+    """The environment that gives the node a Fast DDS profile on ROS distribution ``distro``."""
     choice = choice.strip()
     if choice.lower() in ('', 'none'):
         return {}
     path = shipped if choice.lower() == 'large_frames' else choice
-    return dict.fromkeys(('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'), path)
+    if distro in _FAST_DDS_2_DISTROS:
+        names = ('FASTRTPS_DEFAULT_PROFILES_FILE',)
+    elif distro:
+        names = ('FASTDDS_DEFAULT_PROFILES_FILE',)
+    else:  # unknown: both
+        names = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+    return dict.fromkeys(names, path)
 
 
 def _node(context):
@@ -120,7 +132,9 @@ def _node(context):
             respawn=_flag(arg['respawn']),
             respawn_delay=2.0,
             additional_env=_fastdds_env(
-                arg['fastdds_profile'], os.path.join(config, 'fastdds_large_frames.xml')
+                arg['fastdds_profile'],
+                os.path.join(config, 'fastdds_large_frames.xml'),
+                os.environ.get('ROS_DISTRO', ''),
             ),
         )
     ]

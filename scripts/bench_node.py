@@ -11,7 +11,7 @@ frames, with no ROS traffic around it (before and after the node's run, pooled),
 end-to-end latency (publish to score arrival) is divided by it.
 
     .venv/bin/python scripts/bench_node.py [--model DIR] [--rate 30] [--seconds 20]
-        [--fastdds-profile config/fastdds_large_frames.xml]
+        [--fastdds-profile large_frames|none|PATH]
 
 Without ``--model``, an untrained model at a fixed 320x320 with 4 flow steps is used (the cost
 does not depend on the flow's weights): EfficientNet-Lite0 alone, or with ``--encoders
@@ -21,6 +21,7 @@ default`` the default's two encoders (docs/performance.md has both).
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 from pathlib import Path
 import statistics
@@ -37,6 +38,36 @@ from flowclas_ros.core.jsonio import write_json
 
 if TYPE_CHECKING:
     from flowclas_ros.core.inference import Detector
+
+
+LAUNCH = Path(__file__).resolve().parents[1] / 'launch' / 'flowclas.launch.py'
+
+
+def add_fastdds_profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        '--fastdds-profile',
+        help="Fast DDS profile of the bench (the camera) and the node, as the launch file's "
+        'fastdds_profile takes it: large_frames, none (as the environment says) or a path '
+        "(default: the launch file's default)",
+    )
+
+
+def use_fastdds_profile(choice: str | None) -> None:
+    """Give this process and the node it starts what the launch file gives the node.
+
+    ``choice`` as the launch argument ``fastdds_profile`` (None: its default), resolved by the
+    launch file's own code, so the benches measure what a launched node does. Set before the
+    first participant is made.
+    """
+    tree = ast.parse(LAUNCH.read_text())
+    names = ('_fastdds_env', '_FAST_DDS_2_DISTROS', 'ARGUMENTS')
+    wanted = [n for n in tree.body if getattr(n, 'name', '') in names
+              or getattr(getattr(n, 'targets', [None])[0], 'id', '') in names]  # fmt: skip
+    launch: dict = {}
+    exec(compile(ast.Module(wanted, []), str(LAUNCH), 'exec'), launch)  # noqa: S102
+    choice = launch['ARGUMENTS']['fastdds_profile'][0] if choice is None else choice
+    shipped = str(LAUNCH.parents[1] / 'config' / 'fastdds_large_frames.xml')
+    os.environ.update(launch['_fastdds_env'](choice, shipped, os.environ.get('ROS_DISTRO', '')))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,11 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         '-p', '--param', action='append', default=[], help='node parameter NAME:=VALUE (repeat)'
     )
-    p.add_argument(
-        '--fastdds-profile',
-        help='Fast DDS XML profile for the bench and the node, e.g. '
-        'config/fastdds_large_frames.xml (default: as the environment says)',
-    )
+    add_fastdds_profile(p)
     p.add_argument('--json', help='also write the numbers here')
     return p.parse_args(argv)
 
@@ -105,10 +132,7 @@ def run_node(args: argparse.Namespace, model: Path, frames: list[np.ndarray]) ->
     from flowclas_ros.ros.spin import SpinThread
 
     domain = 150 + os.getpid() % 80
-    if args.fastdds_profile:  # read when the first participant is made: ours below, the node's
-        profile = str(Path(args.fastdds_profile).resolve())
-        os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = profile  # Fast DDS 3
-        os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = profile  # Fast DDS 2
+    use_fastdds_profile(args.fastdds_profile)
     env = os.environ | {'ROS_DOMAIN_ID': str(domain)}
     window = 2.0
     node = subprocess.Popen(

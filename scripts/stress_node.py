@@ -1,13 +1,15 @@
 # Copyright 2026 The flowclas_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Benchmark: flowclas_node under a long run, overload and malformed traffic, over real DDS.
+"""Benchmark: flowclas_node under a long run, overload, malformed traffic and restarts, over DDS.
 
-    .venv/bin/python scripts/stress_node.py soak [--frames 10000] [--rate 30]
+    .venv/bin/python scripts/stress_node.py soak [--frames 10000] [--rate 30] [--out DIR]
     .venv/bin/python scripts/stress_node.py overload [--seconds 60] [--factors 2 4]
     .venv/bin/python scripts/stress_node.py fuzz [--count 1000]
+    .venv/bin/python scripts/stress_node.py cycles [--count 100] [--out DIR]
 
-- soak: 640x480 rgb8 frames at a camera rate; node RSS after warm-up and at the end, and the
-  end-to-end latency (publish to score arrival) p50/p99 per 1,000 frames.
+- soak: 640x480 rgb8 frames at a camera rate; per 1,000 frames, the share the node received,
+  the end-to-end latency (publish to score arrival) p50/p99 and the node's RSS, written as
+  ``soak.csv`` and plotted as ``soak.png`` in ``--out``.
 - overload: first the node's unloaded latency and capacity (frames at a quarter of what it can
   score), then publishing at each factor times its capacity; latency p50 against the unloaded
   one, and whether every frame received has exactly one outcome.
@@ -15,9 +17,13 @@
   five, among good ones, published directly, replayed from a bag by ``flowclas-replay`` and
   evaluated offline by ``flowclas-eval --bag``; every bad one must be counted under its reason,
   every good one scored.
+- cycles: start the node, wait for its first score, Ctrl-C it; every exit code or signal is
+  recorded, and the log of every run that did not exit 0 is kept in ``--out``.
 
-The default model is EfficientNet-Lite0 at 160x160 (fixed) with an untrained flow, small enough
-to keep up with 30 Hz on a 2-core CPU; its cost does not depend on the flow's weights.
+Both the harness (the camera) and the node get the Fast DDS profile the launch file gives the
+node (``--fastdds-profile`` to change it). The default model is EfficientNet-Lite0 at 160x160
+(fixed) with an untrained flow, small enough to keep up with 30 Hz on a 2-core CPU with one
+torch thread (``-p cpu_threads:=1``); its cost does not depend on the flow's weights.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import argparse
 from collections import Counter
 import os
 from pathlib import Path
+import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +40,7 @@ import tempfile
 import threading
 import time
 
-from bench_node import default_model, make_frames
+from bench_node import add_fastdds_profile, default_model, make_frames, use_fastdds_profile
 import numpy as np
 
 from flowclas_ros.core.jsonio import write_json
@@ -43,16 +50,20 @@ OUTCOMES = ('processed', 'superseded', 'skipped', 'rejected')
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('mode', choices=('soak', 'overload', 'fuzz'))
+    p.add_argument('mode', choices=('soak', 'overload', 'fuzz', 'cycles'))
     p.add_argument('--model', help='model directory (default: untrained Lite0, 160x160 fixed)')
     p.add_argument('--frames', type=int, default=10000, help='soak: frames to publish')
     p.add_argument('--rate', type=float, default=30.0, help='soak: publish rate, Hz')
     p.add_argument('--seconds', type=float, default=60.0, help='overload: seconds per factor')
     p.add_argument('--factors', type=float, nargs='+', default=[2.0, 4.0])
-    p.add_argument('--count', type=int, default=1000, help='fuzz: messages per transport')
+    p.add_argument(
+        '--count', type=int, help='fuzz: messages per transport (1000); cycles: cycles (100)'
+    )
+    p.add_argument('--out', help='soak: CSV and plot here; cycles: logs of unclean exits here')
     p.add_argument(
         '-p', '--param', action='append', default=[], help='node parameter NAME:=VALUE (repeat)'
     )
+    add_fastdds_profile(p)
     p.add_argument('--json', help='also write the numbers here')
     return p.parse_args(argv)
 
@@ -67,7 +78,9 @@ def rss_mb(pid: int) -> float:
 class Harness:
     """The node in its own process, and a client node that publishes and listens."""
 
-    def __init__(self, model: Path, params: list[str], transport: str = 'raw') -> None:
+    def __init__(
+        self, model: Path, params: list[str], transport: str = 'raw', log: Path | None = None
+    ) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         import rclpy
         from rclpy.qos import QoSProfile
@@ -76,6 +89,7 @@ class Harness:
         from flowclas_ros.ros.spin import SpinThread
 
         self.domain = 150 + os.getpid() % 80
+        self._log = log.open('w') if log else None
         self.topic = '/stress/image' + ('/compressed' if transport == 'compressed' else '')
         self.node = subprocess.Popen(
             [
@@ -94,6 +108,8 @@ class Harness:
                 *[a for p in params for a in ('-p', p)],
             ],
             env=os.environ | {'ROS_DOMAIN_ID': str(self.domain)},
+            stdout=self._log,
+            stderr=subprocess.STDOUT if log else None,
         )
         self.context = rclpy.Context()
         rclpy.init(args=[], context=self.context, domain_id=self.domain)
@@ -174,6 +190,8 @@ class Harness:
         rclpy.shutdown(context=self.context)
         self.node.terminate()
         self.node.wait(10)
+        if self._log:
+            self._log.close()
 
 
 def _rgb_fields(frame: np.ndarray) -> dict:
@@ -194,8 +212,16 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float('nan')
 
 
+SOAK_COLUMNS = ('block', 'sent', 'received', 'lost', 'superseded', 'delivery_pct', 'p50_ms',
+                'p99_ms', 'rss_mb')  # fmt: skip
+
+
 def soak(args: argparse.Namespace, model: Path) -> dict:
     messages = [_rgb_fields(f) for f in make_frames(30, 480, 640)]
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'soak.csv').write_text(','.join(SOAK_COLUMNS) + '\n')
     h = Harness(model, args.param)
     try:
         h.warm_up(messages[0])
@@ -208,22 +234,21 @@ def soak(args: argparse.Namespace, model: Path) -> dict:
             now = h.counters()
             delta = {k[7:]: now.get(k, 0) - last.get(k, 0) for k in now if k.startswith('frames_')}
             last = now
-            blocks.append(
-                {
-                    'block': block + 1,
-                    'scored': len(lat),
-                    'p50_ms': _pct(lat, 50),
-                    'p99_ms': _pct(lat, 99),
-                    'rss_mb': rss_mb(h.node.pid),
-                    'node': delta,
-                }
-            )
-            b = blocks[-1]
+            b = {'block': block + 1, 'sent': len(stamps), 'received': delta.get('received', 0),
+                 'lost': delta.get('lost', 0), 'superseded': delta.get('superseded', 0),
+                 'delivery_pct': 100 * delta.get('received', 0) / len(stamps),
+                 'p50_ms': _pct(lat, 50), 'p99_ms': _pct(lat, 99), 'rss_mb': rss_mb(h.node.pid),
+                 'scored': len(lat), 'node': delta}  # fmt: skip
+            blocks.append(b)
+            if out:
+                with (out / 'soak.csv').open('a') as f:
+                    f.write(','.join(f'{b[c]:.1f}' if isinstance(b[c], float) else str(b[c])
+                                     for c in SOAK_COLUMNS) + '\n')  # fmt: skip
             print(
-                f'frames {block * 1000 + 1:5d}-{(block + 1) * 1000:5d}: {b["scored"]:4d} scored, '
+                f'frames {block * 1000 + 1:6d}-{(block + 1) * 1000:6d}: {b["scored"]:4d} scored, '
                 f'p50 {b["p50_ms"]:6.1f} ms, p99 {b["p99_ms"]:6.1f} ms, RSS {b["rss_mb"]:.0f} MB; '
-                f'node: {delta.get("received", 0)} received, {delta.get("lost", 0)} lost in DDS, '
-                f'{delta.get("superseded", 0)} superseded',
+                f'node: {b["received"]} received, {b["lost"]} lost in DDS, '
+                f'{b["superseded"]} superseded',
                 flush=True,
             )
         counters = h.settled()
@@ -233,15 +258,86 @@ def soak(args: argparse.Namespace, model: Path) -> dict:
     warm = blocks[0]['rss_mb']
     result = {'rss_start_mb': rss_start, 'rss_end_mb': blocks[-1]['rss_mb'],
               'rss_growth_after_first_block_pct': 100 * (blocks[-1]['rss_mb'] - warm) / warm,
-              'p99_last_vs_second_pct': 100 * (blocks[-1]['p99_ms'] / blocks[1]['p99_ms'] - 1),
+              'p99_last_vs_first_pct': 100 * (blocks[-1]['p99_ms'] / blocks[0]['p99_ms'] - 1),
+              'min_block_delivery_pct': min(b['delivery_pct'] for b in blocks),
               'blocks': blocks, 'counters': counters}  # fmt: skip
     growth = result['rss_growth_after_first_block_pct']
     print(
         f'RSS {rss_start:.0f} MB after warm-up, {warm:.0f} MB after 1,000 frames, '
         f'{result["rss_end_mb"]:.0f} MB at the end ({growth:+.1f} %); '
-        f'p99 of the last 1,000 vs the second: {result["p99_last_vs_second_pct"]:+.1f} %'
+        f'p99 of the last 1,000 vs the first: {result["p99_last_vs_first_pct"]:+.1f} %; '
+        f'lowest delivery in a block: {result["min_block_delivery_pct"]:.1f} %'
     )
+    if out:
+        plot_soak(blocks, out / 'soak.png')
     return result
+
+
+def plot_soak(blocks: list[dict], path: Path) -> None:
+    """Delivery, latency and RSS per 1,000 frames: a person should see three flat lines."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+
+    x = [b['block'] * 1000 for b in blocks]
+    fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    axes[0].plot(x, [b['delivery_pct'] for b in blocks])
+    axes[0].set_ylim(0, 105)
+    axes[0].set_ylabel('delivered, %')
+    axes[1].plot(x, [b['p50_ms'] for b in blocks], label='p50')
+    axes[1].plot(x, [b['p99_ms'] for b in blocks], label='p99')
+    axes[1].set_ylim(bottom=0)
+    axes[1].set_ylabel('end to end, ms')
+    axes[1].legend()
+    axes[2].plot(x, [b['rss_mb'] for b in blocks])
+    axes[2].set_ylim(bottom=0)
+    axes[2].set_ylabel('node RSS, MB')
+    axes[2].set_xlabel('frames published')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def cycles(args: argparse.Namespace, model: Path) -> dict:
+    """Start the node, see it score a frame, Ctrl-C it; every exit code and signal recorded."""
+    frame = _rgb_fields(make_frames(1, 480, 640)[0])
+    out = Path(args.out or tempfile.mkdtemp(prefix='flowclas-cycles-'))
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for i in range(args.count or 100):
+        log = out / f'cycle_{i:03d}.log'
+        start = time.monotonic()
+        h = Harness(model, args.param, log=log)
+        try:
+            try:
+                h.warm_up(frame)
+                up_s = time.monotonic() - start
+            except SystemExit:  # no output: record how the node ended, go on
+                up_s = float('nan')
+            h.node.send_signal(signal.SIGINT)
+            try:
+                code: int | str = h.node.wait(30)
+            except subprocess.TimeoutExpired:
+                h.node.kill()
+                code = 'hung'
+        finally:
+            h.close()
+        exit_text = _describe_exit(code)
+        runs.append({'cycle': i, 'up_s': round(up_s, 2), 'exit': exit_text})
+        if code == 0:
+            log.unlink()
+        print(f'cycle {i + 1:3d}: scored after {up_s:.1f} s, {exit_text}', flush=True)
+    result = {'cycles': len(runs), 'exits': dict(Counter(r['exit'] for r in runs)), 'runs': runs,
+              'logs': str(out)}  # fmt: skip
+    print(f'{len(runs)} cycles, exits: {result["exits"]} (logs of the others in {out})')
+    return result
+
+
+def _describe_exit(code: int | str) -> str:
+    if isinstance(code, int) and code < 0:
+        return f'signal {signal.Signals(-code).name}'
+    return f'exit {code}'
 
 
 def overload(args: argparse.Namespace, model: Path) -> dict:
@@ -327,6 +423,7 @@ def _eval_bag(model: Path, bag: Path, topic: str, out: Path) -> dict:
 
 def fuzz(args: argparse.Namespace, model: Path) -> dict:
     """The same malformed frames published directly, replayed from a bag, and evaluated offline."""
+    args.count = args.count or 1000
     from flowclas_ros.core.data.malformed import fuzz_stream
 
     results = {}
@@ -397,9 +494,11 @@ def fuzz(args: argparse.Namespace, model: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    use_fastdds_profile(args.fastdds_profile)
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else default_model(Path(tmp) / 'model', 160)
-        result = {'soak': soak, 'overload': overload, 'fuzz': fuzz}[args.mode](args, model)
+        modes = {'soak': soak, 'overload': overload, 'fuzz': fuzz, 'cycles': cycles}
+        result = modes[args.mode](args, model)
     if args.json:
         write_json(args.json, result)
     return 0

@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from flowclas_ros.core.config import Calibration, ModelConfig
 from flowclas_ros.core.data.frames import split_frames
@@ -125,7 +126,11 @@ def _dev_features(config: ModelConfig, split: str, cache: Path) -> list[torch.Te
 
 def _post(m: torch.Tensor, mode: str) -> torch.Tensor:
     """A label-free per-frame rescaling of one patch map (``raw``: none)."""
-    mode = mode.split('+')[0]
+    mode, *extra = mode.split('+')
+    for step in extra:
+        if step.startswith('max'):  # a k x k maximum filter: object borders take the object's
+            k = int(step[3:])
+            m = F.max_pool2d(m[None, None], k, 1, k // 2)[0, 0]
     if mode == 'raw':
         return m
     centred = m - frame_median(m[None])[0]

@@ -47,10 +47,16 @@ class Limits:
     input_warn_s: float = 1.0
 
 
+# Diagnostics WARN when DDS loses more than this share of a window's frames: with Fast DDS's
+# built-in transports, camera-sized frames collapse to about a quarter (docs/reliability.md).
+LOST_WARN_SHARE = 0.05
+
+
 @dataclass
 class _Window:
     received: int = 0
     processed: int = 0
+    lost: int = 0
     rejected: int = 0
     warnings: int = 0
     latencies: list[float] = field(default_factory=list)  # receive to publish, ms
@@ -93,6 +99,7 @@ class CameraStats:
         """Frames the publisher sent that never reached the callback (sequence-number gaps)."""
         with self._lock:
             self.lost += count
+            self._window.lost += count
 
     def on_skipped(self, reason: str) -> None:
         with self._lock:
@@ -174,6 +181,12 @@ class CameraStats:
             level, message = stalled
         elif window.rejected or window.warnings:
             level, message = WARN, f'{window.rejected} frames rejected; last error: {last_error}'
+        elif window.lost > LOST_WARN_SHARE * (window.lost + window.received):
+            level = WARN
+            message = (
+                f'DDS lost {window.lost} of {window.lost + window.received} frames from the '
+                'camera; give its publisher config/fastdds_large_frames.xml (README)'
+            )
         elif span > 0 and limits.expected_rate_hz > 0 and out_rate < limits.expected_rate_hz:
             level = WARN
             message = f'output {out_rate:.1f} Hz < expected {limits.expected_rate_hz:g} Hz'

@@ -11,6 +11,7 @@ import ast
 from pathlib import Path
 import xml.etree.ElementTree as ET
 
+from launchfile import LAUNCH, SHIPPED_PROFILE, launch_fastdds_env, launch_parts
 import pytest
 import rclpy
 from rclpy.parameter import Parameter
@@ -21,7 +22,6 @@ from flowclas_ros.ros.params import PARAMS
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[2]
-LAUNCH = ROOT / 'launch' / 'flowclas.launch.py'
 REQUIRED_ARGUMENTS = {
     'namespace', 'image', 'depth', 'cameras', 'params_file', 'model_dir', 'use_sim_time',
     'managed', 'log_level', 'respawn', 'fastdds_profile',
@@ -73,15 +73,12 @@ def test_package_executables_and_name(tree):
 
 
 @pytest.fixture(scope='module')
-def helpers(tree):
+def helpers():
     """The launch file's functions that need no ``launch``, compiled and run here."""
-    pure = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in PURE_HELPERS]
-    namespace = {}
-    exec(compile(ast.Module(body=pure, type_ignores=[]), str(LAUNCH), 'exec'), namespace)  # noqa: S102
-    return namespace
+    return launch_parts(PURE_HELPERS)
 
 
-PURE_HELPERS = ('_flag', '_camera_list', '_remappings', '_fastdds_env')
+PURE_HELPERS = ('_flag', '_camera_list', '_remappings', '_fastdds_env', '_FAST_DDS_2_DISTROS')
 
 
 def test_camera_list_and_flags_parse_what_users_type(helpers):
@@ -100,10 +97,15 @@ def test_fastdds_profile_choice(helpers, tree):
     assert env('none', '/share/p.xml') == env(' None ', '/share/p.xml') == {}
     assert env('large_frames', '/share/p.xml') == dict.fromkeys(names, '/share/p.xml')
     assert env('/mine.xml', '/share/p.xml') == dict.fromkeys(names, '/mine.xml')
+    # A known distribution gets only the variable its Fast DDS reads (Kilted warns on the other).
+    assert env('large_frames', '/p.xml', 'jazzy') == {'FASTRTPS_DEFAULT_PROFILES_FILE': '/p.xml'}
+    assert env('large_frames', '/p.xml', 'kilted') == {'FASTDDS_DEFAULT_PROFILES_FILE': '/p.xml'}
     call = ast.unparse(_node_call(tree)['additional_env'])
     assert "'fastdds_large_frames.xml'" in call
     assert 'fastdds_profile' in call
-    assert (ROOT / 'config' / 'fastdds_large_frames.xml').is_file()
+    assert SHIPPED_PROFILE.is_file()
+    # The default since the delivery collapse with the built-in transports (docs/reliability.md).
+    assert launch_fastdds_env() == dict.fromkeys(names, str(SHIPPED_PROFILE))
 
 
 def test_arguments_and_parameters_file(tree):
