@@ -105,7 +105,10 @@ def test_fastdds_profile_choice(helpers, tree):
     assert 'fastdds_profile' in call
     assert SHIPPED_PROFILE.is_file()
     # The default since the delivery collapse with the built-in transports (docs/reliability.md).
-    assert launch_fastdds_env() == dict.fromkeys(names, str(SHIPPED_PROFILE))
+    default = launch_fastdds_env()  # the variables depend on ROS_DISTRO, the file does not
+    assert default
+    assert set(default) <= names
+    assert set(default.values()) == {str(SHIPPED_PROFILE)}
 
 
 def test_arguments_and_parameters_file(tree):
