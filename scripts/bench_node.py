@@ -21,7 +21,6 @@ default`` the default's two encoders (docs/performance.md has both).
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 from pathlib import Path
 import statistics
@@ -32,15 +31,13 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from launchfile import launch_fastdds_env
 import numpy as np
 
 from flowclas_ros.core.jsonio import write_json
 
 if TYPE_CHECKING:
     from flowclas_ros.core.inference import Detector
-
-
-LAUNCH = Path(__file__).resolve().parents[1] / 'launch' / 'flowclas.launch.py'
 
 
 def add_fastdds_profile(p: argparse.ArgumentParser) -> None:
@@ -59,15 +56,7 @@ def use_fastdds_profile(choice: str | None) -> None:
     launch file's own code, so the benches measure what a launched node does. Set before the
     first participant is made.
     """
-    tree = ast.parse(LAUNCH.read_text())
-    names = ('_fastdds_env', '_FAST_DDS_2_DISTROS', 'ARGUMENTS')
-    wanted = [n for n in tree.body if getattr(n, 'name', '') in names
-              or getattr(getattr(n, 'targets', [None])[0], 'id', '') in names]  # fmt: skip
-    launch: dict = {}
-    exec(compile(ast.Module(wanted, []), str(LAUNCH), 'exec'), launch)  # noqa: S102
-    choice = launch['ARGUMENTS']['fastdds_profile'][0] if choice is None else choice
-    shipped = str(LAUNCH.parents[1] / 'config' / 'fastdds_large_frames.xml')
-    os.environ.update(launch['_fastdds_env'](choice, shipped, os.environ.get('ROS_DISTRO', '')))
+    os.environ.update(launch_fastdds_env(choice))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

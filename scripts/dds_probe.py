@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 import subprocess
 import sys
 import time
 
+from launchfile import launch_fastdds_env
 import numpy as np
-
-SHIPPED = Path(__file__).resolve().parents[1] / 'config' / 'fastdds_large_frames.xml'
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,13 +49,6 @@ def _qos(text: str):  # noqa: ANN202
         'best_effort': ReliabilityPolicy.BEST_EFFORT,
     }
     return QoSProfile(depth=int(depth), reliability=reliability[kind])
-
-
-def _profile_env(choice: str) -> dict[str, str]:
-    if choice == 'none':
-        return {}
-    path = str(SHIPPED if choice == 'large_frames' else Path(choice).resolve())
-    return {'FASTDDS_DEFAULT_PROFILES_FILE': path, 'FASTRTPS_DEFAULT_PROFILES_FILE': path}
 
 
 def publish(args: argparse.Namespace) -> None:
@@ -112,9 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     me = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]),
           '--domain', str(args.domain)]  # fmt: skip
-    sub = subprocess.Popen([*me, '--role', 'sub'], env=common | _profile_env(args.sub_profile))
+    sub = subprocess.Popen(
+        [*me, '--role', 'sub'], env=common | launch_fastdds_env(args.sub_profile)
+    )
     time.sleep(2.0)
-    pub = subprocess.Popen([*me, '--role', 'pub'], env=common | _profile_env(args.pub_profile))
+    pub = subprocess.Popen(
+        [*me, '--role', 'pub'], env=common | launch_fastdds_env(args.pub_profile)
+    )
     pub.wait()
     return sub.wait()
 

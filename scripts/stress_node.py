@@ -212,15 +212,22 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float('nan')
 
 
+def _new_dir(path: Path) -> Path:
+    """A folder for this run's files: an earlier run's results are never overwritten."""
+    path.mkdir(parents=True, exist_ok=True)
+    if any(path.iterdir()):
+        raise SystemExit(f'{path} is not empty: give --out a new folder')
+    return path
+
+
 SOAK_COLUMNS = ('block', 'sent', 'received', 'lost', 'superseded', 'delivery_pct', 'p50_ms',
                 'p99_ms', 'rss_mb')  # fmt: skip
 
 
 def soak(args: argparse.Namespace, model: Path) -> dict:
     messages = [_rgb_fields(f) for f in make_frames(30, 480, 640)]
-    out = Path(args.out) if args.out else None
+    out = _new_dir(Path(args.out)) if args.out else None
     if out:
-        out.mkdir(parents=True, exist_ok=True)
         (out / 'soak.csv').write_text(','.join(SOAK_COLUMNS) + '\n')
     h = Harness(model, args.param)
     try:
@@ -302,8 +309,7 @@ def plot_soak(blocks: list[dict], path: Path) -> None:
 def cycles(args: argparse.Namespace, model: Path) -> dict:
     """Start the node, see it score a frame, Ctrl-C it; every exit code and signal recorded."""
     frame = _rgb_fields(make_frames(1, 480, 640)[0])
-    out = Path(args.out or tempfile.mkdtemp(prefix='flowclas-cycles-'))
-    out.mkdir(parents=True, exist_ok=True)
+    out = _new_dir(Path(args.out or tempfile.mkdtemp(prefix='flowclas-cycles-')))
     runs = []
     for i in range(args.count or 100):
         log = out / f'cycle_{i:03d}.log'

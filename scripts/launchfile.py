@@ -1,6 +1,9 @@
 # Copyright 2026 The flowclas_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""The launch file's plain-Python parts (``launch`` does not install from PyPI), compiled here."""
+"""The launch file's plain-Python parts (``launch`` does not install from PyPI), compiled here.
+
+For the tests and for the benches, which give their camera what the launch file gives the node.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import ast
 import os
 from pathlib import Path
 
-LAUNCH = Path(__file__).resolve().parents[2] / 'launch' / 'flowclas.launch.py'
+LAUNCH = Path(__file__).resolve().parents[1] / 'launch' / 'flowclas.launch.py'
 SHIPPED_PROFILE = LAUNCH.parents[1] / 'config' / 'fastdds_large_frames.xml'
 
 
