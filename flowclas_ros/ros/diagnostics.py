@@ -47,9 +47,11 @@ class Limits:
     input_warn_s: float = 1.0
 
 
-# Diagnostics WARN when DDS loses more than this share of a window's frames: with Fast DDS's
+# Diagnostics WARN when DDS loses more than this share of a window's frames, and at least
+# LOST_WARN_MIN of them (one lost frame in a short window is not a collapse): with Fast DDS's
 # built-in transports, camera-sized frames collapse to about a quarter (docs/reliability.md).
 LOST_WARN_SHARE = 0.05
+LOST_WARN_MIN = 3
 
 
 @dataclass
@@ -181,7 +183,9 @@ class CameraStats:
             level, message = stalled
         elif window.rejected or window.warnings:
             level, message = WARN, f'{window.rejected} frames rejected; last error: {last_error}'
-        elif window.lost > LOST_WARN_SHARE * (window.lost + window.received):
+        elif window.lost >= LOST_WARN_MIN and window.lost > LOST_WARN_SHARE * (
+            window.lost + window.received
+        ):
             level = WARN
             message = (
                 f'DDS lost {window.lost} of {window.lost + window.received} frames from the '

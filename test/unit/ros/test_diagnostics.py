@@ -35,3 +35,8 @@ def test_a_few_lost_frames_stay_ok_and_only_the_window_counts():
     assert stats.report(1.0, Limits(), None, {}).level == WARN
     stats.on_receive(1.5)  # the next window lost nothing
     assert stats.report(2.0, Limits(), None, {}).level == OK
+
+
+def test_one_lost_frame_in_a_short_window_stays_ok():
+    assert _window(received=4, lost=1)[0] == OK  # 20 %, but one frame is not a collapse
+    assert _window(received=4, lost=3)[0] == WARN
