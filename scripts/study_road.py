@@ -194,7 +194,9 @@ def main() -> None:
             data = _fresh(config, saved_data)
             model = data.model
             start = time.time()
-            flow_file = cache / f'flow_{_cache_key(config, args.images)}_{seed}.pt'
+            # Keyed on the whole config: variants share the feature cache, not their flows.
+            whole = json.dumps([config.to_dict(), args.images], sort_keys=True)
+            flow_file = cache / f'flow_{hashlib.sha256(whole.encode()).hexdigest()[:16]}.pt'
             if args.reuse and flow_file.is_file():
                 load_trained_state(model, torch.load(flow_file, weights_only=True))
             else:

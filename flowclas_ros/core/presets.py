@@ -20,10 +20,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Surface inspection: the defaults themselves (docs/experiments/magnetic_tile.md).
     'surface': {},
     # Road and street scenes from a vehicle's front camera (docs/road.md): the default encoders
-    # on every frame scaled to the same pixel count, obstacles pasted on the road, each frame's
-    # scores centred on its own median, the contrastive term weighted up (alpha 1, not 10) and
-    # pseudo-outliers in half the frames.
+    # with DINOv2's block 11 (more semantic than the surface default's block 8), every frame
+    # scaled to the same pixel count, obstacles pasted on the road, each frame's scores centred
+    # on its own median, the contrastive term weighted up (alpha 1, not 10) and pseudo-outliers
+    # in half the frames.
     'road': {
+        'backbone': {'extra': {'layers': [10]}},
         'input_size': [544, 736],
         'size_policy': 'keep_aspect',
         'center_per_frame': True,
