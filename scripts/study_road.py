@@ -65,11 +65,16 @@ def _parse_set(items: list[str]) -> dict:
     return out
 
 
+def _digest(key: object) -> str:
+    """A short file-name key for ``key`` (JSON-able): a cache file per distinct setting."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _cache_key(config: ModelConfig, images: list[str]) -> str:
     d = config.to_dict()
     train = {k: v for k, v in d['train'].items() if k not in CACHED_TRAIN_KEYS}
-    key = [d['backbone'], d['input_size'], d['size_policy'], d['context_window'], train, images]
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return _digest([d['backbone'], d['input_size'], d['size_policy'], d['context_window'], train,
+                    images])  # fmt: skip
 
 
 def _train_data(config: ModelConfig, images: list[str], cache: Path) -> dict:
@@ -110,8 +115,8 @@ def _tensor_bytes(obj: object) -> bytes:
 
 def _dev_features(config: ModelConfig, split: str, cache: Path) -> list[torch.Tensor]:
     d = config.to_dict()
-    key = json.dumps([d['backbone'], d['input_size'], d['size_policy'], split], sort_keys=True)
-    path = cache / f'dev_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt'
+    key = _digest([d['backbone'], d['input_size'], d['size_policy'], split])
+    path = cache / f'dev_{key}.pt'
     if path.is_file():
         return torch.load(path, weights_only=True)
     model = build_model(config)
@@ -195,8 +200,7 @@ def main() -> None:
             model = data.model
             start = time.time()
             # Keyed on the whole config: variants share the feature cache, not their flows.
-            whole = json.dumps([config.to_dict(), args.images], sort_keys=True)
-            flow_file = cache / f'flow_{hashlib.sha256(whole.encode()).hexdigest()[:16]}.pt'
+            flow_file = cache / f'flow_{_digest([config.to_dict(), args.images])}.pt'
             if args.reuse and flow_file.is_file():
                 load_trained_state(model, torch.load(flow_file, weights_only=True))
             else:
