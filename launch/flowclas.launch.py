@@ -38,6 +38,11 @@ ARGUMENTS = {
         'depth image registered to the colour camera (for anomaly/points); with cameras, its '
         'name under each camera',
     ),
+    'segments': (
+        'segments',
+        "a segmenter's label images for the segments parameter's topic mode; with cameras, "
+        'its name under each camera',
+    ),
     'cameras': ('', 'camera namespaces sharing one model, e.g. "[front, rear]" (""= one)'),
     'params_file': ('', 'parameters YAML (default: the package config/flowclas.yaml)'),
     'model_dir': ('', 'model directory; overrides the one in params_file when set'),
@@ -63,11 +68,11 @@ def _camera_list(text):
     return [n for n in names if n]
 
 
-def _remappings(cameras, image, depth='depth'):
-    """Each camera's image, camera_info and depth topics onto the real ones.
+def _remappings(cameras, image, depth='depth', segments='segments'):
+    """Each camera's image, camera_info, depth and segments topics onto the real ones.
 
-    ``image``, ``image/compressed``, ``camera_info``, ``depth`` and ``depth/camera_info``;
-    each camera_info is taken from beside its image.
+    ``image``, ``image/compressed``, ``camera_info``, ``depth``, ``depth/camera_info`` and
+    ``segments``; each camera_info is taken from beside its image.
     """
     pairs = []
     for camera in cameras or ['']:
@@ -84,6 +89,7 @@ def _remappings(cameras, image, depth='depth'):
             (f'{prefix}camera_info', info),
             (f'{prefix}depth', depth_topic),
             (f'{prefix}depth/camera_info', depth_info),
+            (f'{prefix}segments', f'{prefix}{segments}' if camera else segments),
         ]
     return pairs
 
@@ -127,7 +133,7 @@ def _node(context):
             output='screen',
             emulate_tty=True,
             parameters=[params_file, overrides],
-            remappings=_remappings(cameras, arg['image'], arg['depth']),
+            remappings=_remappings(cameras, arg['image'], arg['depth'], arg['segments']),
             arguments=['--ros-args', '--log-level', arg['log_level']],
             respawn=_flag(arg['respawn']),
             respawn_delay=2.0,

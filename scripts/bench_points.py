@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeats + 10):
             header.stamp.sec = i + 1
             depth_msg.header.stamp.sec = i + 1
-            geometry.on_depth(depth_msg)  # as the subscription callback would
+            geometry.depth.on_message(depth_msg)  # as the subscription callback would
             lap = Laps()
             out = geometry.messages(wanted, header, arrays, (h, w), info, params, lap)
             if i >= 10:  # the first frames warm caches and the marker pool

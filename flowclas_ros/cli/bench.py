@@ -8,7 +8,9 @@
 Without ``--model`` a model of the given configuration with an untrained flow is used (and a
 randomly initialised DINOv2 without ``--weights``): speed does not depend on the weights.
 Stages: preprocess (upload, resize), engine (backbone + flow + score; for the torch backend
-also split into backbone and flow), postprocess (upsample, calibrate, copy to the host).
+also split into backbone and flow), postprocess (upsample, calibrate, copy to the host); with
+``--segments superpixels`` also superpixels (SLIC of the frame) and consistency (region
+consistency of the full-size scores over them), which the node adds as its ``refine`` stage.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from flowclas_ros.cli.common import (
     backbone_from_args,
     run_tool,
 )
-from flowclas_ros.core.config import PRECISIONS
+from flowclas_ros.core.config import PRECISIONS, SEGMENTS
 from flowclas_ros.core.engines import BACKENDS
 from flowclas_ros.core.engines.pytorch import COMPILE_MODES
 from flowclas_ros.core.jsonio import write_json
@@ -45,6 +47,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--compile', default='none', choices=COMPILE_MODES)
     add_device_arg(p)
     p.add_argument('--frame-size', type=int, nargs=2, default=(480, 640), metavar=('H', 'W'))
+    p.add_argument(
+        '--segments', choices=SEGMENTS, default='none', help='also time region consistency'
+    )
     p.add_argument('--iterations', type=int, default=50)
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--json', help='write the results here too')
@@ -76,6 +81,8 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
     import numpy as np
     import torch
 
+    from flowclas_ros.core.flowclas.model import upsample
+    from flowclas_ros.core.flowclas.refine import segmenter, with_segments
     from flowclas_ros.core.inference import Detector
 
     cuda = device.startswith('cuda')
@@ -110,6 +117,9 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
     fine = model.fine if split and model.config.refine == 'cascade' else None
     if fine is not None:
         stages['refine'] = []
+    segments = segmenter(args.segments, device)
+    if segments is not None:
+        stages |= {'superpixels': [], 'consistency': []}
     totals = []
     for _ in range(args.iterations):
         t0 = time.perf_counter()
@@ -119,12 +129,23 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
         scores, _ = engine(batch)
         sync()
         t2 = time.perf_counter()
-        detector.postprocess(scores, frame.shape[:2])
+        detector.postprocess(scores, frame)
         t3 = time.perf_counter()
         stages['preprocess'].append(t1 - t0)
         stages['engine'].append(t2 - t1)
         stages['postprocess'].append(t3 - t2)
         totals.append(t3 - t0)
+        if segments is not None:
+            full = upsample(scores, detector.output_size(*frame.shape[:2]))[0]
+            sync()
+            t7 = time.perf_counter()
+            labels = segments(frame)
+            sync()
+            t8 = time.perf_counter()
+            with_segments(full, labels)
+            sync()
+            stages['superpixels'].append(t8 - t7)
+            stages['consistency'].append(time.perf_counter() - t8)
         if split:  # the same work again, timed in two parts
             with torch.no_grad(), engine.autocast():
                 t4 = time.perf_counter()
@@ -160,6 +181,11 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
 
 def format_table(results: list[dict]) -> str:
     cols = ('preprocess', 'backbone', 'flow', 'engine', 'postprocess')
+    cols += tuple(
+        c
+        for c in ('refine', 'superpixels', 'consistency')
+        if any(c in r['median_ms'] for r in results)
+    )
     head = f'{"backend":<12} {"prec":<5} {"start s":>8} ' + ' '.join(f'{c:>11}' for c in cols)
     head += f' {"total ms":>9} {"p95 ms":>8} {"fps":>8} {"peak MB":>8}'
     lines = [head]

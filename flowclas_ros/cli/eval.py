@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flowclas_ros.cli.common import add_model_args, load_model_arg, run_tool
-from flowclas_ros.core.config import PRECISIONS
+from flowclas_ros.core.config import PRECISIONS, SEGMENTS
 from flowclas_ros.core.engines import BACKENDS, build_engine
 from flowclas_ros.core.jsonio import write_json
 from flowclas_ros.core.masks import MASK_MODES, NFA_NULLS, MaskRule
@@ -81,6 +81,12 @@ def parser() -> argparse.ArgumentParser:
         help='engine to score with, as the node would run it (quality of the deployed path)',
     )
     p.add_argument('--precision', choices=PRECISIONS, default='fp32')
+    p.add_argument(
+        '--segments',
+        choices=SEGMENTS,
+        default='none',
+        help='region consistency before calibration: superpixels of each frame (SLIC)',
+    )
     p.add_argument('--json', help='write the metrics here')
     p.add_argument('--report', help='write a self-contained HTML report here')
     p.add_argument('--save-maps', help='write input|heatmap|mask|truth panels here')
@@ -125,6 +131,8 @@ def _check(args: argparse.Namespace) -> None:
         raise DataError('--bag needs one of --topic (images) or --scores-topic (recorded scores)')
     if args.masks and args.mask_topic:
         raise DataError('give ground truth by --masks or by --mask-topic, not both')
+    if args.scores_topic and args.segments != 'none':
+        raise DataError("--segments refines the model's scores; --scores-topic has no model")
     if args.scores_topic and not (args.masks or args.mask_topic):
         raise DataError(
             '--scores-topic evaluates recorded scores: it needs --masks or --mask-topic'
@@ -135,6 +143,7 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
     """Score the bag, write the output bag; returns the evaluation (None without truth)."""
     from flowclas_ros.core.data.bags import BagFrames, BagWriter
     from flowclas_ros.core.evaluate import evaluate
+    from flowclas_ros.core.flowclas.refine import segmenter
     from flowclas_ros.core.inference import Detector
     from flowclas_ros.core.masks import require
 
@@ -143,6 +152,7 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
     detector = Detector(model, engine=_engine(args, model))
     rule = MaskRule.from_settings(args)
     require(rule, model.config.calibration, True)  # before an output bag exists
+    segments = segmenter(args.segments, model.device)
     out_bag = Path(args.out_bag or f'{str(args.bag).rstrip("/")}_anomaly')
     written = 0
     with BagWriter(out_bag, args.storage) as writer:
@@ -158,14 +168,15 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
                 model,
                 frames,
                 args.save_maps,
-                lambda f, s, n: emit(f, detector.postprocess(s, f.shape), n),
+                lambda f, s, n: emit(f, detector.postprocess(s, f.rgb, segments), n),
                 rule,
                 detector.engine,
+                segments,
             )
         else:
             evaluation = None
             for frame in frames():
-                emit(frame, *detector.detect(frame.rgb, rule.mode == 'nfa'))
+                emit(frame, *detector.detect(frame.rgb, rule.mode == 'nfa', segments))
     info = {'out_bag': str(out_bag), 'frames_written': written, 'rejected': frames.rejected}
     return evaluation, info
 
@@ -200,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             from flowclas_ros.core.data.frames import split_frames
             from flowclas_ros.core.evaluate import evaluate
+            from flowclas_ros.core.flowclas.refine import segmenter
 
             frames = split_frames(args.data)
             model = load_model_arg(args)
@@ -209,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.save_maps,
                 rule=MaskRule.from_settings(args),
                 engine=_engine(args, model),
+                segments=segmenter(args.segments, model.device),
             )
             info = {}
         elif args.scores_topic:
@@ -233,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = evaluation.metrics | info
         metrics['model'] = str(args.model)
         metrics['data'] = str(args.data or args.bag)
+        metrics['segments'] = args.segments
         print(format_table(metrics))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,9 @@ PASTE_SCALES = (0.1, 0.125, 0.25, 0.5, 0.75)
 
 # Refinement between scoring and calibration (``core.flowclas.refine``): ``none`` or ``cascade``.
 REFINE_MODES = ('none', 'cascade')
+# Region consistency (``core.flowclas.refine.with_segments``) takes its segments from nowhere or
+# from SLIC superpixels of the frame (no weights); the node can also take them from a topic.
+SEGMENTS = ('none', 'superpixels')
 
 
 @dataclass

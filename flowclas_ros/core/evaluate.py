@@ -24,8 +24,9 @@ from flowclas_ros.core.data.frames import Frame, FrameSource
 from flowclas_ros.core.engines import Engine
 from flowclas_ros.core.errors import DataError
 from flowclas_ros.core.flowclas.model import FlowClasModel, upsample
+from flowclas_ros.core.flowclas.refine import with_segments
 from flowclas_ros.core.flowclas.scoring import calibrate, uncalibrate
-from flowclas_ros.core.inference import Detector
+from flowclas_ros.core.inference import Detector, Segmenter
 from flowclas_ros.core.masks import (
     MaskRule,
     anomaly_mask,
@@ -64,6 +65,7 @@ def evaluate(
     on_scores: Callable[[Frame, torch.Tensor, np.ndarray], None] | None = None,
     rule: MaskRule | None = None,
     engine: Engine | None = None,
+    segments: Segmenter | None = None,
 ) -> Evaluation:
     """Score every frame with ``model`` as the node does, then compute metrics.
 
@@ -71,7 +73,8 @@ def evaluate(
     norms on the host) as they are computed; the bag tool writes its output bag from them.
     ``rule`` is the mask rule whose masks the panels show; every rule's quality is measured.
     ``engine`` runs the model (default: torch fp32), so the ONNX Runtime and TensorRT paths a
-    robot deploys are scored as well.
+    robot deploys are scored as well. ``segments`` refines each frame's full-size scores by
+    region consistency over its labels (``Detector.detect``), as the node would.
     """
     start = time.time()
     detector = Detector(model, engine=engine)  # the node's preprocessing, on the model's device
@@ -94,7 +97,11 @@ def evaluate(
 
     def scored() -> Iterator[tuple[Frame, np.ndarray, np.ndarray]]:
         for (s, n), frame in zip(maps, frames(), strict=True):
-            yield frame, upsample(s[None], frame.shape)[0].numpy(), n
+            full = upsample(s[None], frame.shape)[0]
+            labels = segments(frame.rgb) if segments is not None else None
+            if labels is not None:
+                full = with_segments(full, labels)
+            yield frame, full.numpy(), n
 
     calibration = model.config.calibration
     masks = _Masks(rule or MaskRule(), calibration, model.channels)

@@ -147,17 +147,19 @@ def depth_image(msg: Any) -> DepthImage:
     return DepthImage(image_pixels(msg)[..., 0], unit)
 
 
-def check_registered(depth_shape: tuple[int, int], color_shape: tuple[int, int]) -> None:
-    """Refuse depth that cannot be registered to the colour frame by scaling alone.
+def check_registered(
+    shape: tuple[int, int], color_shape: tuple[int, int], what: str = 'depth'
+) -> None:
+    """Refuse an image (depth, segment labels) not registered to the colour frame by scaling.
 
-    A registered depth image covers the colour camera's field of view, so its size may differ
-    only by a common scale; another aspect ratio means it is not registered to this camera.
+    A registered image covers the colour camera's field of view, so its size may differ only
+    by a common scale; another aspect ratio means it is not registered to this camera.
     """
-    (dh, dw), (ch, cw) = depth_shape, color_shape
+    (dh, dw), (ch, cw) = shape, color_shape
     if abs(dw * ch - dh * cw) > 0.02 * cw * ch:  # aspect ratios more than 2 % apart
         raise InputError(
-            'depth_size',
-            f'depth {dh}x{dw} is not a scaled copy of the {ch}x{cw} colour frame '
+            f'{what}_size',
+            f'{what} {dh}x{dw} is not a scaled copy of the {ch}x{cw} colour frame '
             '(is it registered to the colour camera?)',
         )
 

@@ -21,7 +21,7 @@ from flowclas_ros.core.device import DEFAULT_DEVICE
 from flowclas_ros.core.engines import Engine, build_engine
 from flowclas_ros.core.errors import ConfigError, InputError
 from flowclas_ros.core.flowclas.model import FlowClasModel, load_model, upsample
-from flowclas_ros.core.flowclas.refine import choose_refine
+from flowclas_ros.core.flowclas.refine import choose_refine, with_segments
 from flowclas_ros.core.flowclas.scoring import calibrate
 from flowclas_ros.core.masks import THRESHOLD_MODES, MaskRule, anomaly_mask, threshold_hits
 from flowclas_ros.core.visualize import heatmap, overlay
@@ -29,6 +29,12 @@ from flowclas_ros.core.visualize import heatmap, overlay
 # A detector's size policy: 'model' (the one the model was trained with, its config's
 # size_policy) or one of the network's size policies (``data.images.SIZE_POLICIES``) instead.
 DETECTOR_SIZE_POLICIES = ('model', *NETWORK_SIZE_POLICIES)
+
+# Region consistency (``refine.with_segments``): called with the frame once it is scored, so a
+# segmenter elsewhere had that long to deliver; returns labels (0 = no segment, any size at
+# the frame's aspect) or None to leave the scores as they are. ``refine.frame_superpixels``
+# is one.
+Segmenter = Callable[[np.ndarray], 'np.ndarray | torch.Tensor | None']
 
 
 class Detector:
@@ -118,15 +124,16 @@ class Detector:
 
     @torch.no_grad()
     def detect(
-        self, rgb: np.ndarray, with_norms: bool = True
+        self, rgb: np.ndarray, with_norms: bool = True, segments: Segmenter | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated scores as ``__call__``, and the latent norms on the patch grid (float64).
 
         Without ``with_norms`` the norms stay on the device (None is returned): only the
-        ``nfa`` mask reads them, so other frames skip their copy to the host.
+        ``nfa`` mask reads them, so other frames skip their copy to the host. ``segments``
+        makes each segment of the frame's labels consistent before calibration.
         """
         scores, norms = self.engine(self.preprocess(rgb))
-        out = self.postprocess(scores, rgb.shape[:2])
+        out = self.postprocess(scores, rgb, segments)
         return out, self.host_norms(norms) if with_norms else None
 
     def mask(
@@ -152,13 +159,37 @@ class Detector:
             raise InputError('empty_image', f'image is {height}x{width}')
         return to_batch([rgb], self.network_size(height, width), self.device)
 
-    def postprocess(self, scores: torch.Tensor, frame_size: tuple[int, int]) -> np.ndarray:
-        """Raw patch scores -> calibrated scores at the output size, copied to the host once."""
-        return self._calibrated(scores, frame_size).cpu().numpy()
+    def postprocess(
+        self, scores: torch.Tensor, rgb: np.ndarray, segments: Segmenter | None = None
+    ) -> np.ndarray:
+        """Raw patch scores of ``rgb`` -> calibrated scores at the output size, on the host."""
+        return self._calibrated(scores, rgb, segments).cpu().numpy()
 
-    def _calibrated(self, scores: torch.Tensor, frame_size: tuple[int, int]) -> torch.Tensor:
-        """Raw ``(1, h, w)`` patch scores -> calibrated ``(H, W)`` float32 on the device."""
-        scores = upsample(scores, self.output_size(*frame_size))
+    def _calibrated(
+        self,
+        scores: torch.Tensor,
+        rgb: np.ndarray,
+        segments: Segmenter | None,
+        lap: Callable[[str], None] | None = None,
+    ) -> torch.Tensor:
+        """Raw ``(1, h, w)`` patch scores -> calibrated ``(H, W)`` float32 on the device.
+
+        With ``segments``, ``lap('inference')`` closes before them and ``lap('refine')`` after
+        them and the calibration; without, ``lap('inference')`` closes at the end.
+        """
+        scores = upsample(scores, self.output_size(*rgb.shape[:2]))
+        if segments is not None:
+            if lap is not None:
+                lap('inference')
+            labels = segments(rgb)
+            if labels is not None:
+                scores = with_segments(scores[0], labels)[None]
+        out = self._calibrate(scores)
+        if lap is not None:
+            lap('inference' if segments is None else 'refine')
+        return out
+
+    def _calibrate(self, scores: torch.Tensor) -> torch.Tensor:
         out = calibrate(scores, self.model.config.calibration)[0].float()
         if not bool(torch.isfinite(out).all()):
             raise InputError('non_finite_scores', 'the model produced NaN or inf scores')
@@ -172,6 +203,7 @@ class Detector:
         rule: MaskRule | None = None,
         score_range: tuple[float, float] = (0.0, 1.0),
         lap: Callable[[str], None] | None = None,
+        segments: Segmenter | None = None,
     ) -> dict[str, np.ndarray]:
         """What the node publishes for one frame, made on the model's device.
 
@@ -180,14 +212,12 @@ class Detector:
         heatmap blended on the frame). Scaling, calibration, colour lookup, thresholds and
         blending run where the model ran; each wanted image is then copied to the host once
         (on a CPU the copies are views). Only ``nfa`` masks and ``min_area`` need the host
-        (region labelling). ``lap(stage)``, if given, is called after ``inference`` and
-        ``postprocess``.
+        (region labelling). ``segments`` as in ``detect``. ``lap(stage)``, if given, is called
+        after ``inference``, ``refine`` (with ``segments``) and ``postprocess``.
         """
         rule = rule or MaskRule()
         scores_raw, norms = self.engine(self.preprocess(rgb))
-        scores = self._calibrated(scores_raw, rgb.shape[:2])
-        if lap is not None:
-            lap('inference')
+        scores = self._calibrated(scores_raw, rgb, segments, lap)
         # On a CPU the host is the device, and NumPy does these element-wise steps faster.
         on_host = self.device.type == 'cpu'
         values = scores.numpy() if on_host else scores

@@ -26,15 +26,18 @@ OK, WARN, ERROR, STALE = (
 
 # A frame's way through the node, in order (``stage.<name>_ms`` in diagnostics): DDS transit from
 # the publisher's send to the callback (Iron and newer), waiting for the worker, message to RGB,
-# the core call (upload, network, calibration at the output size), mask / colour map / overlay
-# and their copy to the host, matching a depth image by stamp, points and regions with their
-# messages, image arrays to messages, publishing.
+# the core call (upload, network, calibration at the output size), the segments (``segments``:
+# waiting for them or computing them, region consistency, then calibration), mask / colour map
+# / overlay and their copy to the host, matching a depth image by stamp, points and regions
+# with their messages, image arrays to messages, publishing.
 STAGES = (
-    'transit', 'queue', 'convert', 'inference', 'postprocess', 'depth', 'points', 'serialize',
-    'publish',
+    'transit', 'queue', 'convert', 'inference', 'refine', 'postprocess', 'depth', 'points',
+    'serialize', 'publish',
 )  # fmt: skip
 # Stages only frames with a subscriber to anomaly/points, regions or markers go through.
 GEOMETRY_STAGES = ('depth', 'points')
+# A stage only frames refined by segments go through.
+SEGMENT_STAGES = ('refine',)
 
 
 @dataclass

@@ -24,10 +24,12 @@ from flowclas_ros.core.data.imagemsg import (
     compressed_to_rgb,
     image_pixels,
     image_to_rgb,
+    label_image,
 )
 from flowclas_ros.core.errors import InputError
-from flowclas_ros.ros.depth import Geometry, offered_reliability
+from flowclas_ros.ros.depth import Geometry
 from flowclas_ros.ros.diagnostics import CameraStats
+from flowclas_ros.ros.matched import MatchedInput, offered_reliability, resolve
 from flowclas_ros.ros.params import NodeParams
 from flowclas_ros.ros.reload import Parameters
 from flowclas_ros.ros.worker import Frame, Scheduler, Slot, Worker
@@ -58,14 +60,6 @@ def input_topic(namespace: str, params: NodeParams) -> tuple[str, str]:
     if params.input_transport == 'compressed':
         return prefix, f'{prefix}image/compressed'
     return prefix, f'{prefix}image'
-
-
-def resolve_topic(node: Node, topic: str) -> str:
-    """The full name of ``topic`` as this node sees it (remapping applied where rclpy says)."""
-    try:
-        return node.resolve_topic_name(topic)
-    except AttributeError:  # Humble: no remapping shown, the namespace is enough for a name
-        return f'{node.get_namespace().rstrip("/")}/{topic}'
 
 
 def _node_name(info: Any) -> str:
@@ -119,7 +113,7 @@ class Camera:
         self.subscription = None
         self.info_subscription = None
         self.reliability: ReliabilityPolicy | None = None
-        self.resolved_topic = resolve_topic(node, self.topic)
+        self.resolved_topic = resolve(node, self.topic)
         self.stats = CameraStats(f'{node.get_name()}: {self.resolved_topic}')
         out_qos = QoSProfile(depth=2)
         self.publishers = {
@@ -130,6 +124,10 @@ class Camera:
             CameraInfo, f'{prefix}anomaly/camera_info', out_qos
         )
         self.geometry = Geometry(node, prefix, self.stats, self.depth)
+        # Label images of this camera's frames from a segmenter the robot runs (segments: topic).
+        self.segments = MatchedInput(
+            node, f'{prefix}segments', 'segments', label_image, self.stats, self.depth
+        )
 
     def subscribe(self, reliability: ReliabilityPolicy) -> None:
         """(Re)create the image subscription with ``reliability``; camera_info takes any."""
@@ -166,6 +164,7 @@ class Camera:
         self.subscription = self.info_subscription = None
         self.reliability = None
         self.geometry.unsubscribe()
+        self.segments.unsubscribe()
 
     def offered_reliability(self) -> ReliabilityPolicy | None:
         return offered_reliability(self.node, self.resolved_topic)
@@ -248,6 +247,7 @@ class Intake:
             offered = camera.offered_reliability() if chosen == 'auto' else None
             camera.subscribe(offered or RELIABILITY.get(chosen, ReliabilityPolicy.RELIABLE))
             camera.geometry.subscribe(chosen, camera.reliability)
+            camera.segments.subscribe(chosen, camera.reliability)
         topics = ', '.join(c.resolved_topic for c in self.cameras)
         mode = 'every frame' if params.process_every_frame else 'newest frame'
         self._node.get_logger().info(f'listening on {topics} ({chosen}, {mode})')
@@ -314,7 +314,8 @@ class Intake:
         for camera in self.cameras:
             if camera.subscription is None:
                 continue
-            camera.geometry.follow()
+            camera.geometry.depth.follow()
+            camera.segments.follow()
             offered = camera.offered_reliability()
             if offered is not None and offered != camera.reliability:
                 self._node.get_logger().info(

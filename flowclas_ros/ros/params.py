@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 import json
 from typing import Any
 
-from flowclas_ros.core.config import PRECISIONS, REFINE_MODES
+from flowclas_ros.core.config import PRECISIONS, REFINE_MODES, SEGMENTS
 from flowclas_ros.core.device import DEFAULT_DEVICE
 from flowclas_ros.core.engines import BACKENDS
 from flowclas_ros.core.engines.pytorch import COMPILE_MODES
@@ -79,6 +79,28 @@ class NodeParams:
         "refinement before calibration: model (the model's own), none, or cascade (a model "
         'trained with a fine level)',
         choices=('model', *REFINE_MODES),
+    )
+    segments: str = _param(
+        'none',
+        'live',
+        'region consistency before calibration (each segment pulled to its modal score): none; '
+        'superpixels (SLIC of the frame, no weights); topic (label images, 0 = no segment, on '
+        '<camera>/segments from any segmenter, matched by stamp)',
+        choices=(*SEGMENTS, 'topic'),
+    )
+    segments_tolerance_s: float = _param(
+        0.02,
+        'live',
+        'segments topic: labels match a frame when their stamps differ by at most this',
+        low=0.0,
+        high=10.0,
+    )
+    segments_wait_s: float = _param(
+        0.2,
+        'live',
+        'segments topic: how long a scored frame waits for its labels before going out unrefined',
+        low=0.0,
+        high=10.0,
     )
     output_scale: float = _param(
         1.0, 'live', 'output resolution as a fraction of the input (> 0)', low=0.0, high=4.0

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from rclpy.time import Time
 
 from flowclas_ros.core.errors import InputError
+from flowclas_ros.core.flowclas.refine import segmenter
+from flowclas_ros.core.geometry import check_registered
 from flowclas_ros.core.masks import MaskRule, missing
 from flowclas_ros.ros.conversions import array_to_image, scaled_camera_info
 from flowclas_ros.ros.worker import Laps
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
     from rclpy.clock import Clock
 
-    from flowclas_ros.core.inference import Detector
+    from flowclas_ros.core.inference import Detector, Segmenter
     from flowclas_ros.ros.intake import Camera
     from flowclas_ros.ros.params import NodeParams
     from flowclas_ros.ros.reload import Model, Parameters
@@ -54,8 +56,9 @@ class Pipeline:
         rule = MaskRule.from_settings(params)
         wanted, geometry = _mask_check(camera, rule, detector, *outputs)
         need = wanted | {'mask', 'score'} if geometry else wanted
-        arrays = detector.render(rgb, need, rule, tuple(params.score_range), lap)
         header, shape = frame.msg.header, rgb.shape[:2]
+        segments = _segmenter(camera, header, params, detector)
+        arrays = detector.render(rgb, need, rule, tuple(params.score_range), lap, segments)
         messages = []
         if geometry:
             messages = camera.geometry.messages(
@@ -94,6 +97,30 @@ class Pipeline:
         age_ms = (self._clock.now() - stamp).nanoseconds / 1e6
         stages = {'transit': frame.transit_ms} if math.isfinite(frame.transit_ms) else {}
         camera.stats.on_processed(time.monotonic() - frame.received, stages | lap.ms, age_ms)
+
+
+def _segmenter(
+    camera: Camera, header: object, params: NodeParams, detector: Detector
+) -> Segmenter | None:
+    """Where this frame's segments come from (``segments``); each use is counted."""
+    if params.segments == 'none':
+        return None
+    if params.segments == 'superpixels':
+        return segmenter('superpixels', detector.device)
+    source = camera.segments
+
+    def from_topic(rgb: np.ndarray) -> np.ndarray | None:
+        labels = source.match(header.stamp, params.segments_tolerance_s, params.segments_wait_s)
+        if labels is not None:
+            try:
+                check_registered(labels.shape, rgb.shape[:2], 'segments')
+            except InputError as exc:
+                source.reject(exc.reason, str(exc))
+                labels = None
+        camera.stats.count('segments.matched' if labels is not None else 'segments.unmatched')
+        return labels
+
+    return from_topic
 
 
 def _mask_check(

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from diagnostic_msgs.msg import DiagnosticArray
 
 from flowclas_ros.ros.diagnostics import ERROR, OK, STALE, WARN, CameraStats, Limits
-from flowclas_ros.ros.intake import RELIABILITY_NAMES, input_topic, resolve_topic
+from flowclas_ros.ros.intake import RELIABILITY_NAMES, input_topic
+from flowclas_ros.ros.matched import resolve
 
 if TYPE_CHECKING:
     from rclpy.node import Node
@@ -101,4 +102,4 @@ class Status:
         ]
 
     def _topic(self, namespace: str, p: NodeParams) -> str:
-        return resolve_topic(self._node, input_topic(namespace, p)[1])
+        return resolve(self._node, input_topic(namespace, p)[1])

@@ -484,6 +484,27 @@ def test_eval_scores_the_onnx_runtime_engine_like_torch(data, trained, tmp_path)
     assert 'fp64' in r.stderr
 
 
+def test_eval_refines_over_superpixels_when_asked(data, trained, tmp_path):
+    metrics = {}
+    for segments in ('none', 'superpixels'):
+        out = tmp_path / f'{segments}.json'
+        r = run(
+            'eval',
+            *('--model', str(trained), '--data', str(data / 'test'), '--json', str(out)),
+            *('--segments', segments),
+        )
+        assert r.returncode == 0, r.stderr
+        metrics[segments] = _strict_json(out)
+        assert metrics[segments]['segments'] == segments
+    assert metrics['superpixels']['ap'] != metrics['none']['ap']  # the scores really changed
+    assert 0 < metrics['superpixels']['auroc'] <= 1
+    r = run(
+        'eval', '--model', str(trained), '--bag', str(tmp_path / 'b'), '--scores-topic', '/s',
+        '--masks', str(tmp_path), '--segments', 'superpixels',
+    )  # fmt: skip
+    _assert_one_line_error(r, '--segments', '--scores-topic')
+
+
 @pytest.mark.slow
 def test_road_preset_trains_and_centres_every_frame(data, tmp_path):
     from flowclas_ros.core.inference import Detector

@@ -273,6 +273,15 @@ def test_bench_cli_compares_backends(tmp_path):
     }
     assert all(x['total_median_ms'] > 0 and x['throughput_fps'] > 0 for x in results)
     assert 'onnxruntime / torch median total time' in r.stdout
+    r = _cli(
+        'bench', '--input-size', '64', '64', '--frame-size', '48', '64', '--iterations', '2',
+        '--warmup', '1', '--segments', 'superpixels', '--json', str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (result,) = json.loads(out.read_text())
+    assert result['median_ms']['superpixels'] > 0
+    assert result['median_ms']['consistency'] > 0
+    assert 'superpixels' in r.stdout.splitlines()[1]
 
 
 @pytest.mark.slow

@@ -23,8 +23,8 @@ from flowclas_ros.ros.params import PARAMS
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_ARGUMENTS = {
-    'namespace', 'image', 'depth', 'cameras', 'params_file', 'model_dir', 'use_sim_time',
-    'managed', 'log_level', 'respawn', 'fastdds_profile',
+    'namespace', 'image', 'depth', 'segments', 'cameras', 'params_file', 'model_dir',
+    'use_sim_time', 'managed', 'log_level', 'respawn', 'fastdds_profile',
 }  # fmt: skip
 
 
@@ -184,6 +184,7 @@ def test_remapped_topics_are_the_node_inputs(helpers, nodes):
         'camera_info': '/camera/color/camera_info',
         'depth': '/camera/aligned_depth_to_color/image_raw',
         'depth/camera_info': '/camera/aligned_depth_to_color/camera_info',
+        'segments': 'segments',
     }
     assert set(one) <= _subscribed(raw, '/') | _subscribed(compressed, '/compressed/')
     assert {'depth', 'depth/camera_info'} <= _subscribed(compressed, '/compressed/')
@@ -195,6 +196,10 @@ def test_remapped_topics_are_the_node_inputs(helpers, nodes):
     assert both['rear/image/compressed'] == 'rear/image_raw/compressed'
     assert both['rear/depth'] == 'rear/depth/image_raw'
     assert both['rear/depth/camera_info'] == 'rear/depth/camera_info'
+    assert both['rear/segments'] == 'rear/segments'
+    assert dict(remap(['front'], 'image', 'depth', 'sam/labels'))['front/segments'] == (
+        'front/sam/labels'
+    )
     uncompressed = {k for k in both if not k.endswith('compressed')}
     assert uncompressed == _subscribed(two, '/two/')
 

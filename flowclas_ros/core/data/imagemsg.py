@@ -55,6 +55,20 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     return _to_rgb(image_pixels(msg), msg.encoding)
 
 
+# Label images (a segmenter's output; 0 = no segment): one integer channel.
+LABEL_ENCODINGS = ('mono8', '8UC1', 'mono16', '16UC1')
+
+
+def label_image(msg: Any) -> np.ndarray:
+    """``sensor_msgs/Image`` of segment labels -> ``(H, W)`` integers; ``InputError`` if not."""
+    if msg.encoding not in LABEL_ENCODINGS:
+        raise InputError(
+            'segments_encoding',
+            f'segment labels must be {", ".join(LABEL_ENCODINGS)}, got {msg.encoding!r}',
+        )
+    return image_pixels(msg)[..., 0]
+
+
 def image_pixels(msg: Any) -> np.ndarray:
     """``sensor_msgs/Image`` -> its pixels ``(H, W, C)`` in the encoding's own dtype (a view).
 

@@ -10,7 +10,8 @@ one exceeds a gate, so masks follow the defect while the ranking elsewhere is un
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -18,10 +19,17 @@ from torch import nn
 import torch.nn.functional as F
 
 from flowclas_ros.core.backbones import build_backbone
-from flowclas_ros.core.config import REFINE_MODES, FineConfig, LevelStats, ModelConfig
-from flowclas_ros.core.errors import ConfigError
+from flowclas_ros.core.config import (
+    REFINE_MODES,
+    SEGMENTS,
+    FineConfig,
+    LevelStats,
+    ModelConfig,
+)
+from flowclas_ros.core.errors import ConfigError, InputError
 from flowclas_ros.core.flowclas.flow import Flow
 from flowclas_ros.core.flowclas.scoring import smooth
+from flowclas_ros.core.geometry import check_registered
 
 # Standard-normal 99th percentile: LevelStats put each level's normal p99 there.
 _Z99 = 2.326
@@ -122,6 +130,38 @@ def region_consistency(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     out = flat.clone()
     out[inside] = refined
     return out.view_as(scores)
+
+
+def with_segments(scores: torch.Tensor, labels: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``region_consistency`` with labels of any size registered to the frame of ``scores``.
+
+    Labels are scaled to the scores' size by nearest neighbour; ``InputError`` when their
+    aspect ratio is not the frame's.
+    """
+    if isinstance(labels, np.ndarray):
+        labels = torch.from_numpy(labels.astype(np.int64, copy=False))
+    labels = labels.to(scores.device)
+    if labels.ndim != 2 or labels.numel() == 0:
+        raise InputError('segments_size', f'segment labels must be 2-D, got {tuple(labels.shape)}')
+    check_registered(tuple(labels.shape), tuple(scores.shape), 'segments')
+    if labels.shape != scores.shape:
+        labels = F.interpolate(labels[None, None].float(), scores.shape, mode='nearest')[0, 0]
+    return region_consistency(scores, labels.long())
+
+
+def frame_superpixels(rgb: np.ndarray, device: torch.device | str = 'cpu') -> torch.Tensor:
+    """SLIC superpixels of a uint8 RGB frame ``(H, W, 3)``, computed on ``device``."""
+    frame = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    return superpixels(frame.permute(2, 0, 1).float() / 255)
+
+
+def segmenter(
+    source: str, device: torch.device | str = 'cpu'
+) -> Callable[[np.ndarray], torch.Tensor] | None:
+    """The segmenter for ``source`` in ``SEGMENTS`` (None for ``none``)."""
+    if source not in SEGMENTS:
+        raise ConfigError(f'unknown segments {source!r}; choose from {SEGMENTS}')
+    return None if source == 'none' else partial(frame_superpixels, device=device)
 
 
 def _lab(rgb: torch.Tensor) -> torch.Tensor:

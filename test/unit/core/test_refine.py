@@ -1,8 +1,11 @@
 # Copyright 2026 The flowclas_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""The cascade refinement: its arithmetic, its config, and a model that carries a fine level."""
+"""Refinement: the cascade (its arithmetic, its config, a model that carries a fine level) and
+region consistency over segments (the official rule, labels of any size, superpixels)."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,8 +13,9 @@ from safetensors.torch import load_file, save_file
 import torch
 
 from flowclas_ros.core.config import BackboneConfig, FineConfig, LevelStats, ModelConfig
+from flowclas_ros.core.data.imagemsg import label_image
 from flowclas_ros.core.data.images import to_batch
-from flowclas_ros.core.errors import ConfigError, ModelFileError
+from flowclas_ros.core.errors import ConfigError, InputError, ModelFileError
 from flowclas_ros.core.flowclas.model import (
     WEIGHTS_FILE,
     build_model,
@@ -25,9 +29,12 @@ from flowclas_ros.core.flowclas.refine import (
     choose_refine,
     fit_stats,
     region_consistency,
+    segmenter,
     standardize,
     superpixels,
+    with_segments,
 )
+from flowclas_ros.core.flowclas.scoring import calibrate
 from flowclas_ros.core.inference import Detector
 
 
@@ -164,3 +171,50 @@ def test_superpixels_follow_colour_edges():
     left, right = set(labels[:, :44].unique().tolist()), set(labels[:, 46:].unique().tolist())
     assert not left & right  # no superpixel straddles the edge
     assert 6 <= len(left | right) <= 20
+
+
+def test_labels_of_another_size_are_scaled_to_the_scores_or_refused():
+    scores = torch.arange(48.0).reshape(6, 8)
+    small = torch.tensor([[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 0, 0]])  # at half the size
+    out = with_segments(scores, small.numpy().astype(np.uint16))
+    full = small.repeat_interleave(2, 0).repeat_interleave(2, 1)
+    np.testing.assert_allclose(out.numpy(), region_consistency(scores, full).numpy())
+    assert not torch.equal(out, scores)
+    with pytest.raises(InputError, match='not a scaled copy') as info:
+        with_segments(scores, np.ones((6, 16), np.uint8))
+    assert info.value.reason == 'segments_size'
+    with pytest.raises(InputError, match='2-D'):
+        with_segments(scores, np.ones((6, 8, 3), np.uint8))
+
+
+def test_label_images_take_one_integer_channel():
+    msg = SimpleNamespace(
+        height=2, width=3, encoding='mono16', step=6, data=bytes(range(12)), is_bigendian=0
+    )
+    assert label_image(msg).shape == (2, 3)
+    assert label_image(msg).dtype == np.uint16
+    msg.encoding = 'rgb8'
+    with pytest.raises(InputError, match='segment labels') as info:
+        label_image(msg)
+    assert info.value.reason == 'segments_encoding'
+
+
+def test_a_detector_refines_with_a_segmenter_before_calibration(tmp_path):
+    save_model(build_model(ModelConfig(input_size=[64, 64], backbone=BackboneConfig())), tmp_path)
+    detector = Detector.load(tmp_path)
+    rgb = smooth_image(48, 64)
+    plain = detector(rgb)
+    one = np.ones((48, 64), np.int64)
+    refined = detector.detect(rgb, False, lambda _: one)[0]
+    raw = upsample(detector.engine(detector.preprocess(rgb))[0], (48, 64))[0]
+    expected = calibrate(
+        region_consistency(raw, torch.from_numpy(one))[None], detector.model.config.calibration
+    )
+    np.testing.assert_allclose(refined, expected[0].numpy(), atol=1e-6)
+    assert len(np.unique(refined)) < len(np.unique(plain))
+    np.testing.assert_array_equal(detector.detect(rgb, False, lambda _: None)[0], plain)
+    labels = segmenter('superpixels')(rgb)
+    assert labels.shape == (48, 64)
+    assert segmenter('none') is None
+    with pytest.raises(ConfigError, match='unknown segments'):
+        segmenter('sam')

@@ -12,8 +12,8 @@ from visualization_msgs.msg import Marker
 
 from flowclas_ros.core.geometry import POINT_DTYPE, REGION_DTYPE
 from flowclas_ros.ros.conversions import array_to_cloud
-from flowclas_ros.ros.depth import StampMatcher
 from flowclas_ros.ros.markers import MarkerPool
+from flowclas_ros.ros.matched import StampMatcher
 
 pytestmark = pytest.mark.ros
 MS = 1_000_000  # ns
