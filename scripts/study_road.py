@@ -38,7 +38,7 @@ from flowclas_ros.core.flowclas.model import (
     trained_state,
     upsample,
 )
-from flowclas_ros.core.flowclas.refine import region_consistency, superpixels
+from flowclas_ros.core.flowclas.refine import frame_superpixels, with_segments
 from flowclas_ros.core.flowclas.scoring import frame_median
 from flowclas_ros.core.flowclas.train.batching import clean_features
 from flowclas_ros.core.flowclas.train.data import TrainData, load_data
@@ -153,9 +153,8 @@ def _dev_metrics(model, split: str, feats: list[torch.Tensor], post: str) -> dic
     def scored():  # noqa: ANN202
         for m, frame in zip(maps, split_frames(split)(), strict=True):
             full = upsample(m[None], frame.shape)[0]
-            if post.endswith('+slic'):
-                rgb = torch.from_numpy(frame.rgb.copy()).permute(2, 0, 1).float() / 255
-                full = region_consistency(full, superpixels(rgb, 300))
+            if post.endswith('+slic'):  # as flowclas-eval --segments superpixels
+                full = with_segments(full, frame_superpixels(frame.rgb))
             yield frame, full.numpy().astype(np.float64), None
 
     calibration = Calibration()

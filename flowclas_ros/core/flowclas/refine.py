@@ -106,11 +106,13 @@ def region_consistency(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tens
         )
     flat, seg = scores.reshape(-1), labels.reshape(-1).long()
     inside = seg > 0
-    if not bool(inside.any()):
+    everywhere = bool(inside.all())  # superpixels and most segmenters label every pixel
+    if not everywhere and not bool(inside.any()):
         return scores
-    _, seg = torch.unique(seg[inside], return_inverse=True)  # dense ids 0..n-1
-    values = flat[inside]
-    n = int(seg.max()) + 1
+    values, seg = (flat, seg) if everywhere else (flat[inside], seg[inside])
+    if int(seg.max()) >= seg.numel():  # sparse ids (a hash, an instance id): make them dense
+        _, seg = torch.unique(seg, return_inverse=True)
+    n = int(seg.max()) + 1  # ids without pixels get empty rows nobody reads
     low = torch.full((n,), float('inf'), device=flat.device).scatter_reduce(0, seg, values, 'amin')
     high = torch.full((n,), -float('inf'), device=flat.device).scatter_reduce(
         0, seg, values, 'amax'
@@ -127,6 +129,8 @@ def region_consistency(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tens
         sums.view(n, BINS).gather(1, modal[:, None])[:, 0] / counts.gather(1, modal[:, None])[:, 0]
     )
     refined = torch.where(bins == modal[seg], values, modal_mean[seg].to(values.dtype))
+    if everywhere:
+        return refined.view_as(scores)
     out = flat.clone()
     out[inside] = refined
     return out.view_as(scores)
