@@ -1,11 +1,13 @@
 # Copyright 2026 The flowclas_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Refinement between scoring and calibration: a fine feature level, admitted where it counts.
+"""Refinement between scoring and calibration: a fine feature level, and segments of the image.
 
 A coarse (stride-32) map ranks well and says roughly where; a stride-8 density says which
 pixels, but ranks poorly alone (at that scale ordinary texture is often unusual). The cascade
 keeps the coarse z-score everywhere and adds the fine level's positive z only where the coarse
 one exceeds a gate, so masks follow the defect while the ranking elsewhere is untouched.
+Region consistency instead borrows the outline from a segmentation of the frame (superpixels
+here, or any segmenter's labels).
 """
 
 from __future__ import annotations
