@@ -89,7 +89,7 @@ def _remappings(cameras, image, depth='depth', segments='segments'):
             (f'{prefix}camera_info', info),
             (f'{prefix}depth', depth_topic),
             (f'{prefix}depth/camera_info', depth_info),
-            (f'{prefix}segments', f'{prefix}{segments}' if camera else segments),
+            (f'{prefix}segments', f'{prefix}{segments}'),
         ]
     return pairs
 

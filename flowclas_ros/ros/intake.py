@@ -29,7 +29,7 @@ from flowclas_ros.core.data.imagemsg import (
 from flowclas_ros.core.errors import InputError
 from flowclas_ros.ros.depth import Geometry
 from flowclas_ros.ros.diagnostics import CameraStats
-from flowclas_ros.ros.matched import MatchedInput, offered_reliability, resolve
+from flowclas_ros.ros.matched import RELIABILITY, MatchedInput, offered_reliability, resolve
 from flowclas_ros.ros.params import NodeParams
 from flowclas_ros.ros.reload import Parameters
 from flowclas_ros.ros.worker import Frame, Scheduler, Slot, Worker
@@ -44,10 +44,6 @@ except ImportError:  # Humble
 _WITH_INFO = hasattr(Subscription, 'CallbackType')
 
 OUTPUTS = ('score', 'heatmap', 'mask', 'overlay')
-RELIABILITY = {
-    'reliable': ReliabilityPolicy.RELIABLE,
-    'best_effort': ReliabilityPolicy.BEST_EFFORT,
-}
 RELIABILITY_NAMES = {v: k for k, v in RELIABILITY.items()}
 
 OnFrame = Callable[['Camera', Any, Any], None]

@@ -27,7 +27,11 @@ try:
 except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
-_FIXED = {'reliable': ReliabilityPolicy.RELIABLE, 'best_effort': ReliabilityPolicy.BEST_EFFORT}
+# ``input_reliability`` values that fix the QoS (``auto`` follows the publishers).
+RELIABILITY = {
+    'reliable': ReliabilityPolicy.RELIABLE,
+    'best_effort': ReliabilityPolicy.BEST_EFFORT,
+}
 _RECENT_S = 1.0  # a stream heard from within this long is worth waiting for
 _LOG_EVERY_S = 5.0  # each kind of bad input is logged at most this often
 
@@ -155,7 +159,7 @@ class MatchedInput:
         if choice == 'auto':
             self._subscribe(offered_reliability(self.node, self.resolved_topic) or fallback)
         else:
-            self._subscribe(_FIXED.get(choice, fallback))
+            self._subscribe(RELIABILITY.get(choice, fallback))
 
     def follow(self) -> None:
         """``input_reliability: auto``: resubscribe when the publishers' offer changes."""

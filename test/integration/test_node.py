@@ -20,7 +20,6 @@ import pytest
 from rcl_interfaces.srv import DescribeParameters
 from rosnode import (
     LIFECYCLE_NODE,
-    Client,
     NodeProcess,
     Outputs,
     next_stamp,
@@ -50,13 +49,6 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope='module')
 def detector(model_dir):
     return Detector.load(model_dir)
-
-
-@pytest.fixture(scope='module')
-def client():
-    c = Client()
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope='module')

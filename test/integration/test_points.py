@@ -14,7 +14,7 @@ from imagemsgs import encode, pack
 from models import make_model, smooth_image
 import numpy as np
 import pytest
-from rosnode import Client, next_stamp, start_node, wait_for
+from rosnode import next_stamp, start_node, wait_for
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -25,13 +25,6 @@ FX = FY = 50.0
 CX, CY = 31.5, 23.5
 STATUS = 'flowclas: /geo/cam/image'
 FRAME = 'camera_color_optical_frame'
-
-
-@pytest.fixture(scope='module')
-def client():
-    c = Client()
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope='module')

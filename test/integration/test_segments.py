@@ -14,7 +14,7 @@ from imagemsgs import encode, pack
 from models import make_model, smooth_image
 import numpy as np
 import pytest
-from rosnode import Client, next_stamp, start_node, wait_for
+from rosnode import next_stamp, start_node, wait_for
 from sensor_msgs.msg import Image
 
 from flowclas_ros.core.data.imagemsg import image_pixels
@@ -23,13 +23,6 @@ from flowclas_ros.core.inference import Detector
 pytestmark = pytest.mark.ros
 H, W = 48, 64
 STATUS = 'flowclas: /seg/cam/image'
-
-
-@pytest.fixture(scope='module')
-def client():
-    c = Client()
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope='module')
