@@ -528,3 +528,21 @@ def test_road_preset_trains_and_centres_every_frame(data, tmp_path):
     r = run('eval', '--model', str(model), '--data', str(data / 'test'), '--json', str(out))
     assert r.returncode == 0, r.stderr
     _check_metrics(out)
+
+
+@pytest.mark.slow
+def test_demo_runs_the_readme_command_and_masks_by_the_fitted_nfa_rule(tmp_path):
+    out = tmp_path / 'demo'
+    r = run('demo', '--out', str(out), '--epochs', '1', '--quiet')
+    assert r.returncode == 0, r.stderr
+    metrics = _strict_json(out / 'metrics.json')
+    assert metrics['n_images'] == 18
+    assert metrics['masks']['rule']['mode'] == 'nfa'
+    assert metrics['masks']['rule']['nfa_null'] == 'fitted'
+    assert 'mask nfa_fitted' in r.stdout
+    config = _strict_json(out / 'model' / 'config.json')
+    assert config['train']['inlier_margin'] == 1
+    assert config['score_smoothing'] == 0.0
+    assert config['calibration']['latent_null'] is not None  # what the panels' rule reads
+    assert len(list((out / 'maps').glob('*.png'))) == 18
+    assert '<html' in (out / 'report.html').read_text()
