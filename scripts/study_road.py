@@ -33,8 +33,11 @@ from flowclas_ros.core.config import Calibration, ModelConfig
 from flowclas_ros.core.data.frames import split_frames
 from flowclas_ros.core.evaluate import _Masks, _metrics
 from flowclas_ros.core.flowclas.model import (
+    QUARTER_SHIFTS,
     build_model,
+    interleave,
     load_trained_state,
+    shift,
     trained_state,
     upsample,
 )
@@ -114,17 +117,24 @@ def _tensor_bytes(obj: object) -> bytes:
 
 
 def _dev_features(config: ModelConfig, split: str, cache: Path) -> list[torch.Tensor]:
+    """Each frame's features ``(G, C, h, w)``, one per grid ``FlowClasModel.maps`` scores."""
     d = config.to_dict()
-    key = _digest([d['backbone'], d['input_size'], d['size_policy'], split])
-    path = cache / f'dev_{key}.pt'
+    key = [d['backbone'], d['input_size'], d['size_policy'], split]
+    if config.grid_shifts > 1:  # keeps the one-grid caches' names
+        key.append(config.grid_shifts)
+    path = cache / f'dev_{_digest(key)}.pt'
     if path.is_file():
-        return torch.load(path, weights_only=True)
+        return [f if f.dim() == 4 else f[None] for f in torch.load(path, weights_only=True)]
     model = build_model(config)
     detector = Detector(model)
+    step = model.backbone.stride // 4
+    shifts = QUARTER_SHIFTS if config.grid_shifts > 1 else ((0, 0),)
     with torch.no_grad():
-        feats = [
-            model.features(detector.preprocess(f.rgb))[0].half() for f in split_frames(split)()
-        ]
+        feats = []
+        for f in split_frames(split)():
+            x = detector.preprocess(f.rgb)
+            grids = torch.cat([shift(x, dy * step, dx * step) for dy, dx in shifts])
+            feats.append(model.features(grids).half())
     write_atomic(path, _tensor_bytes(feats))
     return feats
 
@@ -146,7 +156,10 @@ def _post(m: torch.Tensor, mode: str) -> torch.Tensor:
 
 def _dev_metrics(model, split: str, feats: list[torch.Tensor], post: str) -> dict:  # noqa: ANN001
     with torch.no_grad():
-        maps = [_post(model.patch_maps(f[None].float())[0][0], post) for f in feats]
+        maps = []
+        for f in feats:  # each grid post-processed alone, as the product centres each
+            grids = torch.stack([_post(m, post) for m in model.patch_maps(f.float())[0]])
+            maps.append(interleave(grids)[0] if len(grids) > 1 else grids[0])
     lo = min(float(m.min()) for m in maps)
     hi = max(float(m.max()) for m in maps)
 
@@ -198,8 +211,9 @@ def main() -> None:
             data = _fresh(config, saved_data)
             model = data.model
             start = time.time()
-            # Keyed on the whole config: variants share the feature cache, not their flows.
-            flow_file = cache / f'flow_{_digest([config.to_dict(), args.images])}.pt'
+            # Keyed on what training sees: variants share the feature cache, not their flows.
+            trained = config.to_dict() | {'grid_shifts': 1}  # scoring only
+            flow_file = cache / f'flow_{_digest([trained, args.images])}.pt'
             if args.reuse and flow_file.is_file():
                 load_trained_state(model, torch.load(flow_file, weights_only=True))
             else:

@@ -24,6 +24,7 @@ import time
 from flowclas_ros.cli.common import (
     add_backbone_args,
     add_device_arg,
+    add_grid_shifts_arg,
     backbone_from_args,
     run_tool,
 )
@@ -50,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         '--segments', choices=SEGMENTS, default='none', help='also time region consistency'
     )
+    add_grid_shifts_arg(p)
     p.add_argument('--iterations', type=int, default=50)
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--json', help='write the results here too')
@@ -103,6 +105,7 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
         precision=args.precision,
         cache_dir=Path(model_dir) / 'engines',
         compile_mode=args.compile,
+        grid_shifts=args.grid_shifts,
     )
     for _ in range(max(1, args.warmup)):
         detector(frame)
@@ -111,7 +114,8 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
 
     model, engine = detector.model, detector.engine
     stages: dict[str, list[float]] = {'preprocess': [], 'engine': [], 'postprocess': []}
-    split = backend == 'torch' and args.compile == 'none'
+    # One grid's backbone and flow, timed apart (four shifted grids run as one batch).
+    split = backend == 'torch' and args.compile == 'none' and model.config.grid_shifts == 1
     if split:
         stages |= {'backbone': [], 'flow': []}
     fine = model.fine if split and model.config.refine == 'cascade' else None

@@ -111,6 +111,8 @@ REFINE_MODES = ('none', 'cascade')
 # Region consistency (``core.flowclas.refine.with_segments``) takes its segments from nowhere or
 # from SLIC superpixels of the frame (no weights); the node can also take them from a topic.
 SEGMENTS = ('none', 'superpixels')
+# Grids per axis the frame is scored on (``ModelConfig.grid_shifts``).
+GRID_SHIFTS = (1, 2)
 
 
 @dataclass
@@ -332,6 +334,12 @@ class ModelConfig:
         'masks where the coarse map fires',
     )
     fine: FineConfig | None = None
+    # 2: score four copies of the frame shifted by a quarter cell each way and interleave their
+    # grids (``FlowClasModel.maps``): a map at half the stride whose every cell still sees the
+    # encoder's whole context, for objects smaller than a cell; four times the encoder's work.
+    grid_shifts: int = _option(
+        1, '2: interleave four grids shifted by a quarter cell (half the stride, 4x the work)'
+    )
     calibration: Calibration = field(default_factory=Calibration)
     feature_channels: int = 0
     # SHA-256 of flow.safetensors as written with this file: a reader can tell a matching pair
@@ -374,6 +382,9 @@ class ModelConfig:
             ('refine', self.refine in REFINE_MODES, f'must be one of {REFINE_MODES}'),
             ('fine', self.refine != 'cascade' or self.fine is not None,
              'must be set for refine: cascade'),
+            ('grid_shifts', self.grid_shifts in GRID_SHIFTS, f'must be one of {GRID_SHIFTS}'),
+            ('grid_shifts', self.grid_shifts == 1 or self.refine != 'cascade',
+             'must be 1 with refine: cascade'),
             ('fine.flow.steps', self.fine is None or self.fine.flow.steps >= 1,
              'must be at least 1'),
             ('fine.coarse.width', self.fine is None or (self.fine.coarse.width > 0

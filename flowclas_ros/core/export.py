@@ -90,11 +90,15 @@ def export_onnx(
 
 
 def model_fingerprint(
-    model_dir: str | Path, backbone_weights: Sequence[str], refine: str = 'none'
+    model_dir: str | Path,
+    backbone_weights: Sequence[str],
+    refine: str = 'none',
+    grid_shifts: int = 1,
 ) -> str:
     """A short hash of what an exported graph depends on: config, flows, backbones, refinement.
 
-    ``refine`` may differ from the stored config (a node parameter overrides it).
+    ``refine`` and ``grid_shifts`` may differ from the stored config (node parameters override
+    them).
     """
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
@@ -109,5 +113,5 @@ def model_fingerprint(
             continue
         stat = Path(weights).stat()
         digest.update(f'{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}'.encode())
-    digest.update(f'{torch.__version__}:graph{GRAPH_VERSION}:{refine}'.encode())
+    digest.update(f'{torch.__version__}:graph{GRAPH_VERSION}:{refine}:{grid_shifts}'.encode())
     return digest.hexdigest()[:16]

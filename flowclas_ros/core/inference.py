@@ -20,7 +20,12 @@ from flowclas_ros.core.data.images import network_size, to_batch
 from flowclas_ros.core.device import DEFAULT_DEVICE
 from flowclas_ros.core.engines import Engine, build_engine
 from flowclas_ros.core.errors import ConfigError, InputError
-from flowclas_ros.core.flowclas.model import FlowClasModel, load_model, upsample
+from flowclas_ros.core.flowclas.model import (
+    FlowClasModel,
+    choose_grid_shifts,
+    load_model,
+    upsample,
+)
 from flowclas_ros.core.flowclas.refine import choose_refine, with_segments
 from flowclas_ros.core.flowclas.scoring import calibrate
 from flowclas_ros.core.masks import THRESHOLD_MODES, MaskRule, anomaly_mask, threshold_hits
@@ -81,6 +86,7 @@ class Detector:
         cache_dir: str | Path | None = None,
         compile_mode: str = 'none',
         refine: str = 'model',
+        grid_shifts: int = 0,
     ) -> Detector:
         """Load a model directory and put it behind ``backend``.
 
@@ -96,9 +102,11 @@ class Detector:
                 by a hash of the model files (default ``<model_dir>/engines``).
             compile_mode: ``torch.compile`` mode for the ``torch`` backend, or ``none``.
             refine: ``model`` keeps the model's refinement; ``none`` or ``cascade`` override it.
+            grid_shifts: 0 keeps the model's; 1 or 2 override it (``ModelConfig.grid_shifts``).
         """
         model = load_model(model_dir, backbone_weights, device)
         choose_refine(model.config, refine)
+        choose_grid_shifts(model.config, grid_shifts)
         engine = build_engine(backend, model, precision, model_dir, cache_dir, compile_mode)
         return cls(model, size_policy=size_policy, output_scale=output_scale, engine=engine)
 

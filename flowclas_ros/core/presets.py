@@ -22,13 +22,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Road and street scenes from a vehicle's front camera (docs/road.md): the default encoders
     # with DINOv2's block 11 (more semantic than the surface default's block 8), every frame
     # scaled to the same pixel count, obstacles pasted on the road, each frame's scores centred
-    # on its own median, the contrastive term weighted up (alpha 1, not 10) and pseudo-outliers
-    # in half the frames.
+    # on its own median, the contrastive term weighted up (alpha 1, not 10), pseudo-outliers in
+    # half the frames, and four grids shifted by a quarter cell (small obstacles; 4x the encoder
+    # work: the node's ``grid_shifts: 1`` trades that back).
     'road': {
         'backbone': {'extra': {'layers': [10]}},
         'input_size': [544, 736],
         'size_policy': 'keep_aspect',
         'center_per_frame': True,
+        'grid_shifts': 2,
         'train': {
             'paste_placement': 'ground',
             'paste_scales': [0.05, 0.1, 0.15, 0.25, 0.4],

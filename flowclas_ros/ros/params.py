@@ -80,6 +80,14 @@ class NodeParams:
         'trained with a fine level)',
         choices=('model', *REFINE_MODES),
     )
+    grid_shifts: int = _param(
+        0,
+        'reload',
+        "0: the model's own; 1: one grid; 2: four grids shifted by a quarter cell, interleaved "
+        '(half the stride, 4x the encoder work)',
+        low=0,
+        high=2,
+    )
     segments: str = _param(
         'none',
         'live',

@@ -189,6 +189,7 @@ class Model:
                 cache_dir=params.engine_cache_dir or None,
                 compile_mode=params.torch_compile,
                 refine=params.refine,
+                grid_shifts=params.grid_shifts,
             )
             # The first call is several times slower (allocation, kernel choice): pay it now.
             detector(np.zeros((*detector.model.config.input_size, 3), np.uint8))

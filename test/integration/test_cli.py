@@ -484,6 +484,32 @@ def test_eval_scores_the_onnx_runtime_engine_like_torch(data, trained, tmp_path)
     assert 'fp64' in r.stderr
 
 
+def test_eval_scores_shifted_grids_alike_on_both_engines(data, trained, tmp_path):
+    model = tmp_path / 'model'
+    shutil.copytree(trained, model)
+    metrics = {}
+    for backend, shifts in (('onnxruntime', '0'), ('onnxruntime', '2'), ('torch', '2')):
+        out = tmp_path / f'{backend}{shifts}.json'
+        r = run(
+            'eval',
+            *('--model', str(model), '--data', str(data / 'test'), '--json', str(out)),
+            *('--backend', backend, '--grid-shifts', shifts),
+        )
+        assert r.returncode == 0, r.stderr
+        metrics[backend, shifts] = _strict_json(out)
+    # One cached graph per setting: the override is part of the graph's fingerprint.
+    assert len(list((model / 'engines').glob('*.onnx'))) == 2
+    one, ort, torch_ = (
+        metrics['onnxruntime', '0'],
+        metrics['onnxruntime', '2'],
+        metrics['torch', '2'],
+    )
+    assert ort['ap'] != one['ap']  # the scores really changed
+    for key in ('ap', 'auroc', 'fpr95'):
+        assert ort[key] == pytest.approx(torch_[key], abs=1e-3), key
+    assert _strict_json(model / 'config.json')['grid_shifts'] == 1  # the model is unchanged
+
+
 def test_eval_refines_over_superpixels_when_asked(data, trained, tmp_path):
     metrics = {}
     for segments in ('none', 'superpixels'):
@@ -520,10 +546,15 @@ def test_road_preset_trains_and_centres_every_frame(data, tmp_path):
     assert config['center_per_frame'] is True
     assert config['size_policy'] == 'keep_aspect'
     assert config['train']['paste_placement'] == 'ground'
+    assert config['grid_shifts'] == 2
     detector = Detector.load(model)
     frame = np.asarray(Image.open(next((data / 'test' / 'images').iterdir())).convert('RGB'))
-    scores, _ = detector.engine(detector.preprocess(frame))
-    assert float(scores.flatten().median()) == 0.0  # each frame centred on its own median
+    x = detector.preprocess(frame)
+    scores, _ = detector.engine(x)
+    assert scores.shape[-2:] == (x.shape[-2] // 16, x.shape[-1] // 16)  # two stride-32 grids
+    for dy in (0, 1):  # each shifted grid of each frame centred on its own median
+        for dx in (0, 1):
+            assert float(scores[0, dy::2, dx::2].flatten().median()) == 0.0
     out = tmp_path / 'm.json'
     r = run('eval', '--model', str(model), '--data', str(data / 'test'), '--json', str(out))
     assert r.returncode == 0, r.stderr

@@ -83,6 +83,17 @@ def centered_dir(tmp_path_factory):
     return directory
 
 
+@pytest.fixture(scope='module')
+def shifted_dir(tmp_path_factory):
+    """EfficientNet-Lite0, centred, on four grids shifted by a quarter cell (pads and slices)."""
+    config = ModelConfig(
+        backbone=BackboneConfig(), input_size=[224, 320], center_per_frame=True, grid_shifts=2
+    )
+    directory = tmp_path_factory.mktemp('shifted') / 'model'
+    save_model(build_model(config), directory)
+    return directory
+
+
 def _onnx_vs_torch(model_dir, tmp_path):
     model = load_model(model_dir)
     size = tuple(model.config.input_size)
@@ -91,13 +102,15 @@ def _onnx_vs_torch(model_dir, tmp_path):
     session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     got_scores, got_norms = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.numpy()})
     with torch.no_grad():
-        scores, norms = (t.numpy() for t in model.patch_maps(model.features(x)))
+        scores, norms = (t.numpy() for t in model.maps(x))
     assert got_scores.shape == scores.shape == got_norms.shape == norms.shape
     relative = np.abs(got_norms - norms).max() / np.abs(norms).max()
     return float(np.abs(got_scores - scores).max()), float(relative)
 
 
-@pytest.mark.parametrize('which', ['default_dir', 'dinov2_dir', 'stacked_dir', 'centered_dir'])
+@pytest.mark.parametrize(
+    'which', ['default_dir', 'dinov2_dir', 'stacked_dir', 'centered_dir', 'shifted_dir']
+)
 def test_onnx_runtime_matches_pytorch(which, request, tmp_path):
     diff, norm_diff = _onnx_vs_torch(request.getfixturevalue(which), tmp_path)
     print(f'{which}: max |onnxruntime - torch| = {diff:.2e}, latent norms {norm_diff:.2e} rel')

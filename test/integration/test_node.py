@@ -171,6 +171,30 @@ def _serve(client, node, status, directory):
     wait_for(lambda: client.diagnostics(status)[2]['model_dir'] == str(directory), 60, 'reload')
 
 
+def test_grid_shifts_reload_the_model_and_score_as_the_core(raw_node, client, model_dir):
+    pub = client.publisher('/raw/cam_a/image', Image)
+    outputs = Outputs(client, '/raw/cam_a', names=('score',))
+    msg = encode(smooth_image(), 'rgb8')
+    rgb = image_to_rgb(msg)
+    one = Detector.load(model_dir)(rgb)
+    four = Detector.load(model_dir, grid_shifts=2)(rgb)
+    assert np.abs(four - one).max() > 1e-2
+
+    def serves(expected):
+        stamp = send(pub, msg, outputs.complete)
+        return np.allclose(_array(outputs.get('score', stamp), '<f4'), expected, atol=1e-4)
+
+    try:
+        (result,) = client.set_parameters(raw_node.name, grid_shifts=2)
+        assert result.successful
+        wait_for(lambda: serves(four), 60, 'the model on four grids')
+        (result,) = client.set_parameters(raw_node.name, grid_shifts=3)
+        assert not result.successful  # out of range, refused
+    finally:
+        client.set_parameters(raw_node.name, grid_shifts=0)
+        wait_for(lambda: serves(one), 60, "the model's own grid again")
+
+
 def test_mask_modes_switch_live_and_match_the_core(raw_node, client, model_dir, tmp_path):
     status = 'flowclas: /raw/cam_a/image'
     pub = client.publisher('/raw/cam_a/image', Image)

@@ -50,7 +50,7 @@ def build_engine(
     cache = Path(cache_dir) if cache_dir else Path(model_dir) / 'engines'
     c = model.config
     weights = c.backbone.weight_files() + (c.fine.backbone.weight_files() if c.fine else [])
-    fingerprint = model_fingerprint(model_dir, weights, c.refine)
+    fingerprint = model_fingerprint(model_dir, weights, c.refine, c.grid_shifts)
     if backend == 'onnxruntime':
         from flowclas_ros.core.engines.onnx_runtime import OnnxRuntimeEngine
 

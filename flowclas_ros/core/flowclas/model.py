@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from flowclas_ros.core.backbones import FeatureExtractor, build_backbone
 from flowclas_ros.core.backbones.stacked import Stacked
-from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.config import GRID_SHIFTS, ModelConfig
 from flowclas_ros.core.data.images import SIZE_POLICIES
 from flowclas_ros.core.device import DEFAULT_DEVICE, torch_device
 from flowclas_ros.core.errors import ConfigError, ModelFileError
@@ -54,6 +54,8 @@ class FlowClasModel(nn.Module):
             )
         if config.context_window > 1 and config.context_window % 2 == 0:
             raise ConfigError(f'context_window must be odd, got {config.context_window}')
+        if config.grid_shifts > 1 and backbone.stride % 4:
+            raise ConfigError(f'grid_shifts needs a stride divisible by 4, got {backbone.stride}')
         self.config = config
         self.backbone = backbone
         channels = backbone.out_dim * (2 if config.context_window > 1 else 1)
@@ -113,6 +115,19 @@ class FlowClasModel(nn.Module):
     def maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What every engine computes: raw scores and the coarse latent norms ``(B, h, w)``.
 
+        With ``config.grid_shifts`` 2 both come from four shifted copies of each frame, scored
+        in one batch and interleaved: ``(B, 2h, 2w)``.
+        """
+        if self.config.grid_shifts == 1:
+            return self._grid_maps(images)
+        step = self.backbone.stride // 4
+        batch = torch.cat([shift(images, dy * step, dx * step) for dy, dx in QUARTER_SHIFTS])
+        scores, norms = self._grid_maps(batch)
+        return interleave(scores), interleave(norms)
+
+    def _grid_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``maps`` on the encoder's own grid.
+
         With a fine level the scores are z-scores (``config.fine.coarse``): refined on the fine
         grid under ``refine: cascade``, else the coarse level's alone, so one calibration
         serves both.
@@ -129,6 +144,37 @@ class FlowClasModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return upsample(self.maps(images)[0], images.shape[-2:])
+
+
+# The grids ``maps`` interleaves: content moved down/right (+1) or up/left (-1) by a quarter
+# cell, so cell centres land at a quarter and three quarters of each cell. Rows first.
+QUARTER_SHIFTS = ((1, 1), (1, -1), (-1, 1), (-1, -1))
+
+
+def shift(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``(B, C, H, W)`` with its content moved ``dy`` down and ``dx`` right; edges repeated."""
+    h, w = images.shape[-2:]
+    pad = (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0))
+    top, left = max(-dy, 0), max(-dx, 0)
+    return F.pad(images, pad, mode='replicate')[..., top : top + h, left : left + w]
+
+
+def choose_grid_shifts(config: ModelConfig, shifts: int) -> None:
+    """Override a loaded model's ``grid_shifts`` (0 keeps it): scoring only, no retraining."""
+    if shifts == 0:
+        return
+    if shifts not in GRID_SHIFTS:
+        raise ConfigError(f"grid_shifts must be 0 (the model's own) or one of {GRID_SHIFTS}")
+    if shifts > 1 and config.refine == 'cascade':
+        raise ConfigError('grid_shifts 2 cannot be combined with refine cascade')
+    config.grid_shifts = shifts
+
+
+def interleave(maps: torch.Tensor) -> torch.Tensor:
+    """``(4B, h, w)`` of the ``QUARTER_SHIFTS`` grids, in that order -> ``(B, 2h, 2w)``."""
+    _, h, w = maps.shape
+    grid = maps.reshape(2, 2, -1, h, w).permute(2, 3, 0, 4, 1)
+    return grid.reshape(-1, 2 * h, 2 * w)
 
 
 def upsample(scores: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:

@@ -87,6 +87,8 @@ def choose_refine(config: ModelConfig, mode: str) -> None:
             'refine cascade needs a model trained with a fine level (flowclas-train --refine '
             'cascade)'
         )
+    if mode == 'cascade' and config.grid_shifts > 1:
+        raise ConfigError('refine cascade cannot be combined with grid_shifts 2')
     config.refine = mode
 
 
