@@ -43,7 +43,7 @@ from flowclas_ros.core.flowclas.model import (
 )
 from flowclas_ros.core.flowclas.refine import frame_superpixels, with_segments
 from flowclas_ros.core.flowclas.scoring import frame_median
-from flowclas_ros.core.flowclas.train.batching import clean_features
+from flowclas_ros.core.flowclas.train.batching import clean_features, training_size
 from flowclas_ros.core.flowclas.train.data import TrainData, load_data
 from flowclas_ros.core.flowclas.train.optim import Optimization
 from flowclas_ros.core.flowclas.train.trainer import train_epoch
@@ -73,8 +73,17 @@ def _digest(key: object) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _cache_key(config: ModelConfig, images: list[str]) -> str:
+def _as_trained(config: ModelConfig) -> dict:
+    """``config`` as training sees it: at its training size, on one grid (names older caches)."""
     d = config.to_dict()
+    d['input_size'] = training_size(config)
+    d['grid_shifts'] = 1
+    del d['train']['input_size']
+    return d
+
+
+def _cache_key(config: ModelConfig, images: list[str]) -> str:
+    d = _as_trained(config)
     train = {k: v for k, v in d['train'].items() if k not in CACHED_TRAIN_KEYS}
     return _digest([d['backbone'], d['input_size'], d['size_policy'], d['context_window'], train,
                     images])  # fmt: skip
@@ -212,8 +221,7 @@ def main() -> None:
             model = data.model
             start = time.time()
             # Keyed on what training sees: variants share the feature cache, not their flows.
-            trained = config.to_dict() | {'grid_shifts': 1}  # scoring only
-            flow_file = cache / f'flow_{_digest([trained, args.images])}.pt'
+            flow_file = cache / f'flow_{_digest([_as_trained(config), args.images])}.pt'
             if args.reuse and flow_file.is_file():
                 load_trained_state(model, torch.load(flow_file, weights_only=True))
             else:

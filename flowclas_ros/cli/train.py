@@ -41,7 +41,7 @@ _CHOICES = {
     'score': SCORES,
     'refine': REFINE_MODES,
 }
-_METAVARS = {'input_size': ('H', 'W')}
+_METAVARS = {'input_size': ('H', 'W'), 'train.input_size': ('H', 'W')}
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     # scaled to the same pixel count, obstacles pasted on the road, each frame's scores centred
     # on its own median, the contrastive term weighted up (alpha 1, not 10), pseudo-outliers in
     # half the frames, and four grids shifted by a quarter cell (small obstacles; 4x the encoder
-    # work: the node's ``grid_shifts: 1`` trades that back).
+    # work: the node's ``grid_shifts: 1`` trades that back). Trained at 544 x 736 pixels and
+    # scored at 640 x 864: better on both dev sets than scoring at the training size.
     'road': {
         'backbone': {'extra': {'layers': [10]}},
-        'input_size': [544, 736],
+        'input_size': [640, 864],
         'size_policy': 'keep_aspect',
         'center_per_frame': True,
         'grid_shifts': 2,
         'train': {
+            'input_size': [544, 736],
             'paste_placement': 'ground',
             'paste_scales': [0.05, 0.1, 0.15, 0.25, 0.4],
             'pasted_variants': 1,

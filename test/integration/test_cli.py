@@ -539,10 +539,12 @@ def test_road_preset_trains_and_centres_every_frame(data, tmp_path):
     r = run(
         'train',
         *('--images', str(data / 'train' / 'images'), '--out', str(model), '--preset', 'road'),
-        *('--epochs', '1', '--input-size', '64', '96', '--quiet'),
+        *('--epochs', '1', '--input-size', '64', '96', '--train-input-size', '64', '64'),
+        '--quiet',
     )
     assert r.returncode == 0, r.stderr
     config = _strict_json(model / 'config.json')
+    assert config['train']['input_size'] == [64, 64]
     assert config['center_per_frame'] is True
     assert config['size_policy'] == 'keep_aspect'
     assert config['train']['paste_placement'] == 'ground'

@@ -11,7 +11,7 @@ import torch
 from flowclas_ros.core.backbones.efficientnet import EfficientNetLite
 from flowclas_ros.core.config import BackboneConfig, FineConfig, LevelStats, ModelConfig
 from flowclas_ros.core.data.synthetic import make_surface_dataset
-from flowclas_ros.core.errors import ModelFileError
+from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.flowclas.model import build_model, load_model
 from flowclas_ros.core.flowclas.train.trainer import TrainOptions, train
 from flowclas_ros.core.inference import Detector
@@ -206,3 +206,28 @@ def test_a_cascade_trains_its_fine_level_and_fits_both_scales(images, tmp_path):
     assert np.isfinite(scores).all()
     # Calibrated on the refined maps: normal training frames sit mostly below 0.5.
     assert float(np.median(scores)) < 0.5
+
+
+def test_train_input_size_trains_there_and_calibrates_at_the_model_size(images, tmp_path):
+    sizes = set()
+
+    def hook(module, args, output):
+        if isinstance(module, EfficientNetLite):
+            sizes.add(tuple(args[0].shape[-2:]))
+
+    config = _config()
+    config.size_policy, config.train.input_size = 'fixed', [32, 32]
+    config.train.epochs, config.train.paste_probability = 1, 1.0
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        train(config, images, tmp_path / 'm', _options(), progress=False)
+    finally:
+        handle.remove()
+    assert sizes == {(32, 32), (64, 64)}  # training frames; the held-out normal one
+    model = load_model(tmp_path / 'm')
+    assert model.config.train.input_size == [32, 32]
+    assert model.config.calibration.fpr.n_pixels == 4 * 4  # one 64 x 64 frame, stride 16
+    assert Detector(model).network_size(48, 48) == (64, 64)
+    config.train.input_size = [32, 40]
+    with pytest.raises(ConfigError, match='32x40'):
+        build_model(config)

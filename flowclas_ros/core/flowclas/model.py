@@ -42,12 +42,12 @@ class FlowClasModel(nn.Module):
         super().__init__()
         if config.score not in SCORES:
             raise ConfigError(f'unknown score {config.score!r}; choose from {SCORES}')
-        h, w = config.input_size
-        if h % backbone.size_multiple or w % backbone.size_multiple:
-            raise ConfigError(
-                f'input size {h}x{w} must be a multiple of {backbone.size_multiple} for '
-                f'{config.backbone.name}'
-            )
+        for h, w in filter(None, (config.input_size, config.train.input_size)):
+            if h % backbone.size_multiple or w % backbone.size_multiple:
+                raise ConfigError(
+                    f'input size {h}x{w} must be a multiple of {backbone.size_multiple} for '
+                    f'{config.backbone.name}'
+                )
         if config.size_policy not in SIZE_POLICIES:
             raise ConfigError(
                 f'unknown size_policy {config.size_policy!r}; choose from {SIZE_POLICIES}'

@@ -24,10 +24,21 @@ if TYPE_CHECKING:
     from flowclas_ros.core.flowclas.model import FlowClasModel
 
 
-def sized(rgb: np.ndarray, config: ModelConfig, multiple: int) -> torch.Tensor:
-    """uint8 ``(3, h, w)`` at the image's network size (uint8 holds large folders in memory)."""
-    size = network_size(*rgb.shape[:2], config.input_size, config.size_policy, multiple)
+def sized(
+    rgb: np.ndarray, config: ModelConfig, multiple: int, training: bool = False
+) -> torch.Tensor:
+    """uint8 ``(3, h, w)`` at the image's network size (uint8 holds large folders in memory).
+
+    ``training``: at the size the flow trains on (``train.input_size``, where set); validation
+    and calibration images are sized as the model scores.
+    """
+    target = training_size(config) if training else config.input_size
+    size = network_size(*rgb.shape[:2], target, config.size_policy, multiple)
     return (to_batch([rgb], size) * 255).round().byte()[0]
+
+
+def training_size(config: ModelConfig) -> list[int]:
+    return config.train.input_size or config.input_size
 
 
 def as_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:

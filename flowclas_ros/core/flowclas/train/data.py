@@ -19,7 +19,12 @@ from flowclas_ros.core.data.images import list_images, read_rgb
 from flowclas_ros.core.data.outliers import PseudoOutliers
 from flowclas_ros.core.errors import DataError
 from flowclas_ros.core.flowclas.model import FlowClasModel
-from flowclas_ros.core.flowclas.train.batching import clean_features, progress_line, sized
+from flowclas_ros.core.flowclas.train.batching import (
+    clean_features,
+    progress_line,
+    sized,
+    training_size,
+)
 from flowclas_ros.core.flowclas.train.outliers import Variants, pasted_variants
 from flowclas_ros.core.flowclas.train.validation import Validation, build_validation
 
@@ -72,11 +77,15 @@ def load_data(
             f'of what is normal (use {MIN_IMAGES} or more)',
             stacklevel=3,
         )
-    images = [sized(read_rgb(path), config, multiple) for path in files]
+    held_out = set(order[:n_val])
+    images = [
+        sized(read_rgb(path), config, multiple, training=i not in held_out)
+        for i, path in enumerate(files)
+    ]
     train_images = [images[i] for i in order[n_val:]]
     paster = PseudoOutliers(
         outlier_dir,
-        tuple(config.input_size),
+        tuple(training_size(config)),
         probability=tc.paste_probability,
         scales=tc.paste_scales,
         placement=tc.paste_placement,
