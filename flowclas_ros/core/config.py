@@ -191,7 +191,7 @@ class TrainConfig:
     )
     max_images: int = _option(0, 'train on at most N evenly spaced images (0: all)')
     # Scored at the model's input_size, trained at this one: on road scenes a flow trained on
-    # CamVid at 544 x 736 ranked dev obstacles better scored at 736 x 992 than at its own size,
+    # CamVid at 544 x 736 ranked dev obstacles better scored at 640 x 864 than at its own size,
     # and better than a flow trained at the larger size (docs/road.md).
     input_size: list[int] = _option(
         [],
