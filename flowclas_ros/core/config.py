@@ -377,12 +377,14 @@ class ModelConfig:
     def _check_values(self) -> None:
         """Values a model cannot be rebuilt with, named by key (types are checked on load)."""
         c = self.calibration
+
+        def is_size(s: list[int]) -> bool:
+            return len(s) == 2 and min(s) > 0
+
         rules = [
             ('version', self.version <= ModelConfig.version, 'is from a newer flowclas_ros'),
-            ('input_size', len(self.input_size) == 2 and min(self.input_size) > 0,
-             'must be two positive integers [H, W]'),
-            ('train.input_size', not self.train.input_size or (
-                len(self.train.input_size) == 2 and min(self.train.input_size) > 0),
+            ('input_size', is_size(self.input_size), 'must be two positive integers [H, W]'),
+            ('train.input_size', not self.train.input_size or is_size(self.train.input_size),
              'must be empty or two positive integers [H, W]'),
             ('backbone.extra.extra', self.backbone.extra is None or self.backbone.extra.extra
              is None, 'must be null (one extra encoder at most)'),

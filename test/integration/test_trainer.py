@@ -139,20 +139,20 @@ def test_a_crash_while_overwriting_leaves_the_old_model_whole(images, tmp_path):
     assert json.loads((out / 'train_log.json').read_text())['n_train'] == 7
 
 
-def _backbone_calls(config, images, out):
-    """How often the frozen encoder runs during a training run (a global forward hook)."""
-    calls = []
+def _backbone_inputs(config, images, out):
+    """The image size of every frozen-encoder call during a training run (a global hook)."""
+    sizes = []
 
     def hook(module, args, output):
         if isinstance(module, EfficientNetLite):
-            calls.append(1)
+            sizes.append(tuple(args[0].shape[-2:]))
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
         train(config, images, out, _options(), progress=False)
     finally:
         handle.remove()
-    return len(calls)
+    return sizes
 
 
 @pytest.mark.parametrize('variants', [0, 2])
@@ -162,7 +162,7 @@ def test_fixed_pasted_variants_keep_the_encoder_out_of_the_epochs(images, tmp_pa
         config = _config()
         config.train.epochs, config.train.pasted_variants = epochs, variants
         config.train.paste_probability, config.train.crop = 1.0, 2
-        counts.append(_backbone_calls(config, images, tmp_path / f'{epochs}'))
+        counts.append(len(_backbone_inputs(config, images, tmp_path / f'{epochs}')))
     if variants:
         assert counts[0] == counts[1]  # features of pasted images were computed once
     else:
@@ -209,20 +209,10 @@ def test_a_cascade_trains_its_fine_level_and_fits_both_scales(images, tmp_path):
 
 
 def test_train_input_size_trains_there_and_calibrates_at_the_model_size(images, tmp_path):
-    sizes = set()
-
-    def hook(module, args, output):
-        if isinstance(module, EfficientNetLite):
-            sizes.add(tuple(args[0].shape[-2:]))
-
     config = _config()
     config.size_policy, config.train.input_size = 'fixed', [32, 32]
     config.train.epochs, config.train.paste_probability = 1, 1.0
-    handle = torch.nn.modules.module.register_module_forward_hook(hook)
-    try:
-        train(config, images, tmp_path / 'm', _options(), progress=False)
-    finally:
-        handle.remove()
+    sizes = set(_backbone_inputs(config, images, tmp_path / 'm'))
     assert sizes == {(32, 32), (64, 64)}  # training frames; the held-out normal one
     model = load_model(tmp_path / 'm')
     assert model.config.train.input_size == [32, 32]
@@ -231,3 +221,4 @@ def test_train_input_size_trains_there_and_calibrates_at_the_model_size(images, 
     config.train.input_size = [32, 40]
     with pytest.raises(ConfigError, match='32x40'):
         build_model(config)
+
