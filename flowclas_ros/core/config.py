@@ -371,10 +371,10 @@ class ModelConfig:
         if isinstance(version, int) and version < 2 and 'size_policy' not in data:
             checked['size_policy'] = 'fixed'
         config = cls(**checked)
-        config._check_values()
+        config.check_values()
         return config
 
-    def _check_values(self) -> None:
+    def check_values(self) -> None:
         """Values a model cannot be rebuilt with, named by key (types are checked on load)."""
         c = self.calibration
 

@@ -222,3 +222,14 @@ def test_train_input_size_trains_there_and_calibrates_at_the_model_size(images, 
     with pytest.raises(ConfigError, match='32x40'):
         build_model(config)
 
+
+@pytest.mark.parametrize(
+    ('key', 'size'), [('input_size', [0, 64]), ('train.input_size', [64, -32])]
+)
+def test_sizes_no_model_could_use_are_refused_before_training(images, tmp_path, key, size):
+    config = _config()
+    owner = config.train if key.startswith('train.') else config
+    owner.input_size = size
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        train(config, images, tmp_path / 'm', _options(), progress=False)
+    assert not (tmp_path / 'm').exists()

@@ -196,6 +196,7 @@ def train(
     """
     options = options if options is not None else TrainOptions()
     config = copy.deepcopy(config)  # calibration and hashes are filled in; not the caller's
+    config.check_values()  # options set one by one (flowclas-train, Python) skip from_dict's
     check_settings(config.train)
     dev = torch_device(options.device)
     out_dir = Path(out_dir)
