@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from flowclas_ros.core.data.frames import split_frames
+from flowclas_ros.core.errors import FlowclasError
 from flowclas_ros.core.evaluate import evaluate
 from flowclas_ros.core.flowclas.model import load_model
 
@@ -31,10 +32,11 @@ def main() -> None:
     p.add_argument('--top', type=int, default=10, help='objects listed')
     p.add_argument('--bands', type=int, default=5, help='bands of image rows')
     args = p.parse_args()
-    ev = evaluate(load_model(args.model, None, 'cpu'), split_frames(args.data))
+    try:  # split_frames refuses a split without masks/
+        ev = evaluate(load_model(args.model, None, 'cpu'), split_frames(args.data))
+    except FlowclasError as e:
+        raise SystemExit(f'fpr95_breakdown.py: error: {e}') from None
     frames = [(f.name, s, f.mask) for f, s, _ in ev.scored()]
-    if any(m is None for *_, m in frames):
-        raise SystemExit(f'{args.data}: every image needs a mask')
     t = float(np.quantile(np.concatenate([s[m == 1] for _, s, m in frames]), 0.05))
     objects, fp_free, bands = [], 0, np.zeros(args.bands)
     for name, s, m in frames:

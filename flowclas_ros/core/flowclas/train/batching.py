@@ -38,6 +38,7 @@ def sized(
 
 
 def training_size(config: ModelConfig) -> list[int]:
+    """The size training images are scaled to: ``train.input_size``, else the model's."""
     return config.train.input_size or config.input_size
 
 
