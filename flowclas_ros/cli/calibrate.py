@@ -3,7 +3,8 @@
 """flowclas-calibrate: refit a model's score calibration on normal images of a new site.
 
 Training fits the calibration (the 0..1 score scale, the false-positive-rate thresholds and
-the NFA rule's fitted null) on its held-out normal images. Scenes differ from place to place:
+the NFA rule's fitted null) on its held-out normal images, and with ``threshold_on:
+outlines`` on pseudo-outliers pasted into them. Scenes differ from place to place:
 frames of the robot's own camera with nothing unusual in them (a folder or a bag) give
 thresholds that mean what they say there. Only ``config.json`` changes; the trained weights do not.
 """
@@ -55,27 +56,41 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         import torch
 
+        from flowclas_ros.core.data.outliers import PseudoOutliers
         from flowclas_ros.core.errors import DataError
-        from flowclas_ros.core.flowclas.model import CONFIG_FILE
+        from flowclas_ros.core.flowclas.model import CONFIG_FILE, upsample
         from flowclas_ros.core.flowclas.scoring import fit_calibration
         from flowclas_ros.core.inference import Detector
 
         model = load_model_arg(args)
         detector = Detector(model)
+        tc = model.config.train
+        # A model whose 0.5 outlines anomalies (threshold_on: outlines) keeps that meaning:
+        # each frame is also scored with procedural pseudo-outliers pasted at the model's
+        # scales and placement (an --outliers folder used in training is not recorded).
+        gen = torch.Generator().manual_seed(tc.seed + 1) if tc.threshold_on == 'outlines' else None
         rejected: dict[str, int] = {}
-        maps, norms = [], []
+        maps, norms, outlines = [], [], []
         with torch.no_grad():
             for rgb in _frames(args, rejected):
-                scores, latent = detector.engine(detector.preprocess(rgb))
+                x = detector.preprocess(rgb)
+                scores, latent = detector.engine(x)
                 if not torch.isfinite(scores).all():
                     raise DataError('the model produced NaN or inf scores on a normal frame')
                 maps.append(scores[0].double().cpu().numpy())
                 norms.append(detector.host_norms(latent))
+                if gen is not None:
+                    paster = PseudoOutliers(
+                        None, x.shape[-2:], scales=tc.paste_scales, placement=tc.paste_placement
+                    )
+                    mixed, labels = paster.paste(x.cpu(), gen, probability=1.0)
+                    pasted = upsample(detector.engine(mixed.to(x.device))[0], x.shape[-2:])
+                    outlines.append((pasted[0].double().cpu().numpy(), labels[0].numpy()))
         if not maps:
             raise DataError('no normal frames to calibrate on')
         old = model.config.calibration
         try:
-            model.config.calibration = fit_calibration(maps, norms)
+            model.config.calibration = fit_calibration(maps, norms, outlines or None)
         except ValueError as exc:  # e.g. frames so uniform that the scores do not vary
             raise DataError(f'cannot calibrate on these frames: {exc}') from None
         # The stored backbone path stays as trained; --weights only overrides it for this run.

@@ -19,6 +19,7 @@ from flowclas_ros.cli.common import (
 )
 from flowclas_ros.core.config import (
     REFINE_MODES,
+    THRESHOLD_ON,
     TRAIN_MODES,
     FineConfig,
     FlowConfig,
@@ -36,6 +37,7 @@ from flowclas_ros.core.presets import PRESETS, preset_config
 _SECTIONS = (('train.', TrainConfig), ('flow.', FlowConfig), ('', ModelConfig))
 _CHOICES = {
     'train.mode': TRAIN_MODES,
+    'train.threshold_on': THRESHOLD_ON,
     'train.paste_placement': PLACEMENTS,
     'size_policy': SIZE_POLICIES,
     'score': SCORES,

@@ -564,18 +564,32 @@ def test_road_preset_trains_and_centres_every_frame(data, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_the_readme_command_and_masks_by_the_fitted_nfa_rule(tmp_path):
+def test_demo_runs_the_readme_command_and_cuts_its_masks_where_defects_are_outlined(tmp_path):
     out = tmp_path / 'demo'
     r = run('demo', '--out', str(out), '--epochs', '1', '--quiet')
     assert r.returncode == 0, r.stderr
     metrics = _strict_json(out / 'metrics.json')
     assert metrics['n_images'] == 18
-    assert metrics['masks']['rule']['mode'] == 'nfa'
-    assert metrics['masks']['rule']['nfa_null'] == 'fitted'
-    assert 'mask nfa_fitted' in r.stdout
+    assert metrics['masks']['rule']['mode'] == 'fixed'
     config = _strict_json(out / 'model' / 'config.json')
     assert config['train']['inlier_margin'] == 1
     assert config['score_smoothing'] == 0.0
-    assert config['calibration']['latent_null'] is not None  # what the panels' rule reads
+    assert config['train']['threshold_on'] == 'outlines'
+    # The pasted defects' best cut lies above the normal 99th percentile: the blob around a
+    # defect is not all marked, and no defect-free tile is.
+    cal = config['calibration']
+    assert cal['center'] > cal['quantiles']['0.99']
+    assert metrics['masks']['fixed']['false_alarm_images'] == 0
+    # Refitting on normal frames pastes pseudo-outliers into them to keep that meaning.
+    r = run(
+        'calibrate',
+        '--model',
+        str(out / 'model'),
+        '--images',
+        str(out / 'data' / 'train' / 'images'),
+    )
+    assert r.returncode == 0, r.stderr
+    cal = _strict_json(out / 'model' / 'config.json')['calibration']
+    assert cal['center'] > cal['quantiles']['0.99']
     assert len(list((out / 'maps').glob('*.png'))) == 18
     assert '<html' in (out / 'report.html').read_text()

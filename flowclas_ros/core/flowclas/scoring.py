@@ -17,23 +17,30 @@ import torch.nn.functional as F
 from flowclas_ros.core.config import Calibration
 from flowclas_ros.core.thresholds.fpr import fit_fpr_table
 from flowclas_ros.core.thresholds.nfa import fit_null
+from flowclas_ros.core.thresholds.outline import best_outline_threshold
 
 _QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
 
 def fit_calibration(
-    normal_maps: Sequence[np.ndarray], normal_norms: Sequence[np.ndarray] | None = None
+    normal_maps: Sequence[np.ndarray],
+    normal_norms: Sequence[np.ndarray] | None = None,
+    outlines: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Calibration:
     """Fit on the raw patch score maps ``(h, w)`` of normal images (sizes may differ).
 
     Also stores the false-positive-rate table (per pixel and per image) for ``mask_mode=fpr``
-    and, given the images' latent norms, the fitted null of the NFA rule. NaNs are an error
-    upstream.
+    and, given the images' latent norms, the fitted null of the NFA rule. Given ``outlines``
+    (full-size raw scores and labels of frames with anomalies), 0.5 moves up from the normal
+    99th percentile to the cut that outlines them best, never down. NaNs are an error upstream.
     """
     table = fit_fpr_table(normal_maps)
     pixels = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in normal_maps])
     q = {f'{p:g}': float(np.quantile(pixels, p)) for p in _QUANTILES}
     center = q['0.99']
+    outline = best_outline_threshold(outlines) if outlines is not None else None
+    if outline is not None:
+        center = max(center, outline)
     width = max((center - q['0.5']) / 3, 1e-6)
     null = None
     if normal_norms is not None:
@@ -44,7 +51,7 @@ def fit_calibration(
 
 
 def calibrate(scores: torch.Tensor, calibration: Calibration) -> torch.Tensor:
-    """0.5 at the normal 99th percentile, monotone; see ``Calibration`` for the shape."""
+    """0.5 at ``calibration.center``, monotone; see ``Calibration`` for the shape."""
     z = (scores - calibration.center) / calibration.width
     upper = 1 - 0.5 / (1 + z.clamp(min=0) / 4).square()
     return torch.where(z > 0, upper, torch.sigmoid(z))

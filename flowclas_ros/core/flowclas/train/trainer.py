@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from flowclas_ros.core.config import TRAIN_MODES, ModelConfig, TrainConfig
+from flowclas_ros.core.config import THRESHOLD_ON, TRAIN_MODES, ModelConfig, TrainConfig
 from flowclas_ros.core.device import DEFAULT_DEVICE, torch_device
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.flowclas.losses import inlier_nll, normalize_embeddings, pixel_contrastive
@@ -74,6 +74,8 @@ def check_settings(tc: TrainConfig) -> None:
     """Training settings no run could use, as one ``ConfigError``."""
     if tc.mode not in TRAIN_MODES:
         raise ConfigError(f'unknown training mode {tc.mode!r}; choose from {TRAIN_MODES}')
+    if tc.threshold_on not in THRESHOLD_ON:
+        raise ConfigError(f'unknown threshold_on {tc.threshold_on!r}; choose from {THRESHOLD_ON}')
     if tc.alpha <= 0 or tc.temperature <= 0 or tc.inlier_margin < 0:
         raise ConfigError(
             'alpha and temperature must be positive and inlier_margin at least 0, got '
@@ -220,7 +222,7 @@ def train(
     fine_nll = train_fine(model, data.train_images) if model.fine is not None else []
     if model.fine is not None:
         fit_level_stats(model, data.val.normal)
-    model.config.calibration = calibration(model, data.val.normal, dev)
+    model.config.calibration = calibration(model, data.val, dev)
     save_model(model, work)
     state.result.seconds = time.time() - start
     write_json(work / LOG_FILE, _log(state.result, fine_nll, images_dir, options, data))

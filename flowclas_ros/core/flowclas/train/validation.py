@@ -9,6 +9,7 @@ on the same images.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -18,11 +19,14 @@ from flowclas_ros.core.config import Calibration, ModelConfig
 from flowclas_ros.core.data.images import list_split, read_mask, read_rgb
 from flowclas_ros.core.data.outliers import PseudoOutliers
 from flowclas_ros.core.errors import DataError
-from flowclas_ros.core.flowclas.model import FlowClasModel
+from flowclas_ros.core.flowclas.model import FlowClasModel, upsample
 from flowclas_ros.core.flowclas.scoring import fit_calibration
 from flowclas_ros.core.flowclas.train.batching import as_float, by_size, clean_features, sized
 from flowclas_ros.core.flowclas.train.outliers import grid_labels
 from flowclas_ros.core.metrics import exact_pixel_metrics
+
+# Pasted frames ``threshold_on: outlines`` fits its cut on, at least.
+OUTLINE_FRAMES = 60
 
 
 class Validation:
@@ -32,12 +36,32 @@ class Validation:
     """
 
     def __init__(
-        self, images: list[torch.Tensor], labels: list[torch.Tensor], normal: list[torch.Tensor]
+        self,
+        images: list[torch.Tensor],
+        labels: list[torch.Tensor],
+        normal: list[torch.Tensor],
+        paster: PseudoOutliers | None = None,
     ) -> None:
         self.images = images
         self.labels = labels
         self.normal = normal  # clean normal images for calibration
+        self.paster = paster  # what pasted the labels; None for a labelled split
         self.features: list[torch.Tensor] = []
+
+    def outline_frames(self, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Images and labels with anomalies to fit ``threshold_on: outlines`` on.
+
+        A labelled split's own; else at least ``OUTLINE_FRAMES`` pasted copies of the held-out
+        images, since a cut fitted on the few that one paste each gives is noisy.
+        """
+        if self.paster is None:
+            pairs = zip(self.images, self.labels, strict=True)
+            return [(x, y) for x, y in pairs if (y == 1).any()]
+        gen = torch.Generator().manual_seed(seed)
+        out = []
+        for _ in range(math.ceil(OUTLINE_FRAMES / len(self.normal))):
+            out += [_pasted(self.paster, image, gen, 1.0) for image in self.normal]
+        return out
 
     def ap(self, model: FlowClasModel, device: torch.device) -> float:
         """Pixel AP of the model's patch scores against the patch labels."""
@@ -59,6 +83,17 @@ class Validation:
         )
 
 
+def _pasted(
+    paster: PseudoOutliers,
+    image: torch.Tensor,
+    gen: torch.Generator,
+    probability: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A uint8 image ``(3, H, W)`` with pseudo-outliers pasted, and its labels ``(H, W)``."""
+    mixed, label = paster.paste(as_float(image[None], torch.device('cpu')), gen, probability)
+    return (mixed[0] * 255).round().byte(), label[0]
+
+
 def build_validation(
     config: ModelConfig,
     held_out: list[torch.Tensor],
@@ -71,12 +106,9 @@ def build_validation(
         if not held_out:
             raise DataError('no images left for validation; add images or pass --val')
         gen = torch.Generator().manual_seed(config.train.seed + 1)
-        images, labels = [], []
-        for image in held_out:
-            mixed, label = paster.paste(as_float(image[None], torch.device('cpu')), gen)
-            images.append((mixed[0] * 255).round().byte())
-            labels.append(label[0])
-        return Validation(images, labels, held_out)
+        pairs = [_pasted(paster, image, gen) for image in held_out]
+        images, labels = [x for x, _ in pairs], [y for _, y in pairs]
+        return Validation(images, labels, held_out, paster)
     images, labels = [], []
     for item in list_split(val_dir):
         if item.mask is None:
@@ -90,20 +122,30 @@ def build_validation(
     return Validation(images, labels, normal or images)
 
 
-def calibration(
-    model: FlowClasModel, normal: list[torch.Tensor], device: torch.device
-) -> Calibration:
-    """The score scale and mask-rule tables, fitted on clean held-out normal images."""
+def calibration(model: FlowClasModel, val: Validation, device: torch.device) -> Calibration:
+    """The score scale and mask-rule tables, fitted on clean held-out normal images.
+
+    With ``train.threshold_on: outlines`` the validation images with anomalies are scored too.
+    """
     model.flow.eval()
     scores, norms = [], []
     with torch.no_grad():
-        for image in normal:  # one by one: a cascade's scores and norms differ in grid
+        for image in val.normal:  # one by one: a cascade's scores and norms differ in grid
             s, n = model.maps(as_float(image[None], device))
             scores.append(s[0].cpu())
             norms.append(n[0].cpu())
+        outlines = None
+        if model.config.train.threshold_on == 'outlines':
+            outlines = [
+                (upsample(model.maps(as_float(image[None], device))[0], y.shape)[0].cpu(), y)
+                for image, y in val.outline_frames(model.config.train.seed + 2)
+            ]
     if not all(
-        torch.isfinite(s).all() and torch.isfinite(n).all()
-        for s, n in zip(scores, norms, strict=True)
+        torch.isfinite(s).all() for s in [*scores, *norms, *(s for s, _ in outlines or [])]
     ):
         raise FloatingPointError('non-finite scores on validation images after training')
-    return fit_calibration([s.numpy() for s in scores], [n.numpy() for n in norms])
+    return fit_calibration(
+        [s.numpy() for s in scores],
+        [n.numpy() for n in norms],
+        None if outlines is None else [(s.numpy(), y.numpy()) for s, y in outlines],
+    )
