@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         from flowclas_ros.core.errors import DataError
         from flowclas_ros.core.flowclas.model import CONFIG_FILE, upsample
         from flowclas_ros.core.flowclas.scoring import fit_calibration
+        from flowclas_ros.core.flowclas.train.batching import training_size
         from flowclas_ros.core.inference import Detector
 
         model = load_model_arg(args)
@@ -68,7 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         # A model whose 0.5 outlines anomalies (threshold_on: outlines) keeps that meaning:
         # each frame is also scored with procedural pseudo-outliers pasted at the model's
         # scales and placement (an --outliers folder used in training is not recorded).
-        gen = torch.Generator().manual_seed(tc.seed + 1) if tc.threshold_on == 'outlines' else None
+        paster = None
+        if tc.threshold_on == 'outlines':
+            gen = torch.Generator().manual_seed(tc.seed + 1)
+            paster = PseudoOutliers(
+                None,
+                tuple(training_size(model.config)),
+                scales=tc.paste_scales,
+                placement=tc.paste_placement,
+            )
         rejected: dict[str, int] = {}
         maps, norms, outlines = [], [], []
         with torch.no_grad():
@@ -79,18 +88,17 @@ def main(argv: list[str] | None = None) -> int:
                     raise DataError('the model produced NaN or inf scores on a normal frame')
                 maps.append(scores[0].double().cpu().numpy())
                 norms.append(detector.host_norms(latent))
-                if gen is not None:
-                    paster = PseudoOutliers(
-                        None, x.shape[-2:], scales=tc.paste_scales, placement=tc.paste_placement
-                    )
+                if paster is not None:
                     mixed, labels = paster.paste(x.cpu(), gen, probability=1.0)
                     pasted = upsample(detector.engine(mixed.to(x.device))[0], x.shape[-2:])
+                    if not torch.isfinite(pasted).all():
+                        raise DataError('the model produced NaN or inf scores on a pasted frame')
                     outlines.append((pasted[0].double().cpu().numpy(), labels[0].numpy()))
         if not maps:
             raise DataError('no normal frames to calibrate on')
         old = model.config.calibration
         try:
-            model.config.calibration = fit_calibration(maps, norms, outlines or None)
+            model.config.calibration = fit_calibration(maps, norms, outlines)
         except ValueError as exc:  # e.g. frames so uniform that the scores do not vary
             raise DataError(f'cannot calibrate on these frames: {exc}') from None
         # The stored backbone path stays as trained; --weights only overrides it for this run.

@@ -25,7 +25,7 @@ _QUANTILES = (0.5, 0.9, 0.99, 0.999)
 def fit_calibration(
     normal_maps: Sequence[np.ndarray],
     normal_norms: Sequence[np.ndarray] | None = None,
-    outlines: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    outlines: Sequence[tuple[np.ndarray, np.ndarray]] = (),
 ) -> Calibration:
     """Fit on the raw patch score maps ``(h, w)`` of normal images (sizes may differ).
 
@@ -37,10 +37,8 @@ def fit_calibration(
     table = fit_fpr_table(normal_maps)
     pixels = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in normal_maps])
     q = {f'{p:g}': float(np.quantile(pixels, p)) for p in _QUANTILES}
-    center = q['0.99']
-    outline = best_outline_threshold(outlines) if outlines is not None else None
-    if outline is not None:
-        center = max(center, outline)
+    outline = best_outline_threshold(outlines)
+    center = q['0.99'] if outline is None else max(q['0.99'], outline)
     width = max((center - q['0.5']) / 3, 1e-6)
     null = None
     if normal_norms is not None:

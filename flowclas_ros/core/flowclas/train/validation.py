@@ -134,18 +134,16 @@ def calibration(model: FlowClasModel, val: Validation, device: torch.device) -> 
             s, n = model.maps(as_float(image[None], device))
             scores.append(s[0].cpu())
             norms.append(n[0].cpu())
-        outlines = None
+        outlines = []
         if model.config.train.threshold_on == 'outlines':
             outlines = [
                 (upsample(model.maps(as_float(image[None], device))[0], y.shape)[0].cpu(), y)
                 for image, y in val.outline_frames(model.config.train.seed + 2)
             ]
-    if not all(
-        torch.isfinite(s).all() for s in [*scores, *norms, *(s for s, _ in outlines or [])]
-    ):
+    if not all(torch.isfinite(s).all() for s in [*scores, *norms, *(s for s, _ in outlines)]):
         raise FloatingPointError('non-finite scores on validation images after training')
     return fit_calibration(
         [s.numpy() for s in scores],
         [n.numpy() for n in norms],
-        None if outlines is None else [(s.numpy(), y.numpy()) for s, y in outlines],
+        [(s.numpy(), y.numpy()) for s, y in outlines],
     )
