@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         import torch
 
+        from flowclas_ros.core.config import THRESHOLD_ON
         from flowclas_ros.core.data.outliers import PseudoOutliers
-        from flowclas_ros.core.errors import DataError
+        from flowclas_ros.core.errors import ConfigError, DataError
         from flowclas_ros.core.flowclas.model import CONFIG_FILE, upsample
         from flowclas_ros.core.flowclas.scoring import fit_calibration
         from flowclas_ros.core.flowclas.train.batching import training_size
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         # A model whose 0.5 outlines anomalies (threshold_on: outlines) keeps that meaning:
         # each frame is also scored with procedural pseudo-outliers pasted at the model's
         # scales and placement (an --outliers folder used in training is not recorded).
+        if tc.threshold_on not in THRESHOLD_ON:
+            raise ConfigError(
+                f'model config train.threshold_on is {tc.threshold_on!r}; '
+                f'choose from {THRESHOLD_ON}'
+            )
         paster = None
         if tc.threshold_on == 'outlines':
             gen = torch.Generator().manual_seed(tc.seed + 1)

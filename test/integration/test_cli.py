@@ -311,6 +311,14 @@ def test_eval_measures_every_mask_rule_and_calibrate_refits(data, tmp_path):
     _assert_one_line_error(
         run('calibrate', '--model', str(model), '--images', str(tmp_path / 'none')), 'not found'
     )
+    # A hand-edited threshold_on the tool does not know is named, not read as the default.
+    config = json.loads((model / 'config.json').read_text())
+    config['train']['threshold_on'] = 'outline'
+    (model / 'config.json').write_text(json.dumps(config))
+    _assert_one_line_error(
+        run('calibrate', '--model', str(model), '--images', str(data / 'train' / 'images')),
+        'threshold_on',
+    )
 
 
 def _strict_json_text(text: str, what: str) -> dict:
