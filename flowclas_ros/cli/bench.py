@@ -119,6 +119,7 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
     if split:
         stages |= {'backbone': [], 'flow': []}
     fine = model.fine if split and model.config.refine == 'cascade' else None
+    shared = fine is not None and model.fine_stride is not None
     if fine is not None:
         stages['refine'] = []
     segments = segmenter(args.segments, device)
@@ -153,14 +154,21 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
         if split:  # the same work again, timed in two parts
             with torch.no_grad(), engine.autocast():
                 t4 = time.perf_counter()
-                feats = model.features(batch)
+                # A fine level sharing the coarse trunk comes with this pass; its own encoder
+                # otherwise runs below and counts as refinement.
+                if shared:
+                    feats, fine_feats = model.encode(batch)
+                else:
+                    feats, fine_feats = model.features(batch), None
                 sync()
                 t5 = time.perf_counter()
-                model.patch_maps(feats)
+                coarse, _ = model.patch_maps(feats)
                 sync()
                 t6 = time.perf_counter()
                 if fine is not None:
-                    fine.scores(fine.features(batch), model.config.score_smoothing)
+                    if fine_feats is None:
+                        fine_feats = fine.features(batch)
+                    model.refined(coarse, fine_feats)
                     sync()
             stages['backbone'].append(t5 - t4)
             stages['flow'].append(t6 - t5)

@@ -132,6 +132,7 @@ class EfficientNetLite(FeatureExtractor):
         if unknown:
             raise ConfigError(f'EfficientNet-Lite taps must be among {sorted(set(strides))}')
         self.blocks = nn.ModuleList(blocks)
+        self.block_strides = strides
         self.tap_blocks = [max(i for i, s in enumerate(strides) if s == t) for t in taps]
         self.stride = taps[0]
         self.size_multiple = 32
@@ -172,17 +173,38 @@ class EfficientNetLite(FeatureExtractor):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Map ``(B, 3, H, W)`` RGB in [0, 1] to ``(B, out_dim, H / stride, W / stride)``."""
+        return self.tapped(images)[0]
+
+    def can_tap(self, stride: int) -> bool:
+        """Whether ``tapped`` can return the activation at ``stride`` (a block this trunk runs)."""
+        return stride in self.block_strides[: self.blocks_used]
+
+    def tapped(
+        self, images: torch.Tensor, stride: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``forward``'s features and the last activation at ``stride`` met on the way.
+
+        That activation is what a trunk tapped at ``stride`` alone returns, so a finer level
+        over the same network costs no second pass through its early, high-resolution blocks.
+        """
+        extra = None
+        if stride is not None:
+            if not self.can_tap(stride):
+                raise ConfigError(f'this trunk has no block at stride {stride}')
+            extra = max(i for i, s in enumerate(self.block_strides) if s == stride)
         x = self.stem((images - self.mean) / self.std)
-        feats = []
+        feats, kept = [], None
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i in self.tap_blocks:
                 feats.append(x)
+            if i == extra:
+                kept = x
         size = feats[0].shape[-2:]
         feats = [feats[0]] + [
             F.interpolate(f, size=size, mode='bilinear', align_corners=False) for f in feats[1:]
         ]
-        return torch.cat(feats, dim=1)
+        return torch.cat(feats, dim=1), kept
 
 
 def build_efficientnet(

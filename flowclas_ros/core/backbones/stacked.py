@@ -34,7 +34,16 @@ class Stacked(FeatureExtractor):
         self.size_multiple = primary.size_multiple
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.primary(images)
+        return self.tapped(images)[0]
+
+    def tapped(
+        self, images: torch.Tensor, stride: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``forward``'s features and the primary trunk's activation at ``stride``."""
+        if stride is None:
+            feats, kept = self.primary(images), None
+        else:
+            feats, kept = self.primary.tapped(images, stride)
         h, w = int(feats.shape[2]), int(feats.shape[3])
         cell = self.extra.stride * self.pool
         resized = F.interpolate(
@@ -43,4 +52,4 @@ class Stacked(FeatureExtractor):
         more = self.extra(resized)
         if self.pool > 1:
             more = F.avg_pool2d(more, self.pool)
-        return torch.cat([feats, more.to(feats.dtype)], dim=1)
+        return torch.cat([feats, more.to(feats.dtype)], dim=1), kept

@@ -16,6 +16,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from flowclas_ros.core.backbones import FeatureExtractor, build_backbone
+from flowclas_ros.core.backbones.efficientnet import EfficientNetLite
 from flowclas_ros.core.backbones.stacked import Stacked
 from flowclas_ros.core.config import GRID_SHIFTS, ModelConfig
 from flowclas_ros.core.data.images import SIZE_POLICIES
@@ -65,6 +66,7 @@ class FlowClasModel(nn.Module):
         # Projection head for the contrastive loss; unused at inference.
         self.head = nn.Conv2d(channels, config.train.embed_dim, 1)
         self.fine = FineLevel(config.fine) if config.fine is not None else None
+        self.fine_stride = shared_fine_stride(config, backbone)
 
     @property
     def channels(self) -> int:
@@ -75,18 +77,36 @@ class FlowClasModel(nn.Module):
         return next(self.flow.parameters()).device
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Frozen features ``(B, C, h, w)``, with their local context mean when configured.
-
-        Large, faint defects (a whole region re-lit) look normal patch by patch; the mean over
-        a ``context_window`` neighbourhood tells the flow what surrounds each patch.
-        """
+        """Frozen features ``(B, C, h, w)``, with their local context mean when configured."""
         with torch.no_grad():
-            feats = self.backbone(images)
-            k = self.config.context_window
-            if k > 1:
-                context = F.avg_pool2d(feats, k, 1, k // 2, count_include_pad=False)
-                feats = torch.cat([feats, context], dim=1)
+            return self._with_context(self.backbone(images))
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``features`` and, under ``refine: cascade``, the fine level's features.
+
+        Where the fine encoder is the coarse one's early blocks (``fine_stride``) one pass
+        yields both: on a CPU that pass through the high-resolution blocks was most of the
+        cascade's cost.
+        """
+        if self.fine is None or self.config.refine != 'cascade':
+            return self.features(images), None
+        if self.fine_stride is None:
+            return self.features(images), self.fine.features(images)
+        with torch.no_grad():
+            feats, fine = self.backbone.tapped(images, self.fine_stride)
+            return self._with_context(feats), fine
+
+    def _with_context(self, feats: torch.Tensor) -> torch.Tensor:
+        """``feats`` with their ``context_window`` neighbourhood mean appended.
+
+        Large, faint defects (a whole region re-lit) look normal patch by patch; the mean tells
+        the flow what surrounds each patch.
+        """
+        k = self.config.context_window
+        if k <= 1:
             return feats
+        context = F.avg_pool2d(feats, k, 1, k // 2, count_include_pad=False)
+        return torch.cat([feats, context], dim=1)
 
     def patch_maps(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-patch raw anomaly score and latent norm, each ``(B, h, w)``.
@@ -132,15 +152,19 @@ class FlowClasModel(nn.Module):
         grid under ``refine: cascade``, else the coarse level's alone, so one calibration
         serves both.
         """
-        scores, norms = self.patch_maps(self.features(images))
+        feats, fine = self.encode(images)
+        scores, norms = self.patch_maps(feats)
         if self.fine is None:
             return scores, norms
+        if fine is None:
+            return standardize(scores, self.config.fine.coarse), norms
+        return self.refined(scores, fine), norms
+
+    def refined(self, scores: torch.Tensor, fine_feats: torch.Tensor) -> torch.Tensor:
+        """The cascade of the coarse ``scores`` and the fine level's on ``fine_feats``, as z."""
         c = self.config.fine
-        coarse = standardize(scores, c.coarse)
-        if self.config.refine != 'cascade':
-            return coarse, norms
-        fine = self.fine.scores(self.fine.features(images), self.config.score_smoothing)
-        return cascade(coarse, standardize(fine, c.fine), c.gate), norms
+        fine = self.fine.scores(fine_feats, self.config.score_smoothing)
+        return cascade(standardize(scores, c.coarse), standardize(fine, c.fine), c.gate)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return upsample(self.maps(images)[0], images.shape[-2:])
@@ -182,6 +206,27 @@ def upsample(scores: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.
     return F.interpolate(scores[:, None], size=tuple(size), mode='bilinear', align_corners=False)[
         :, 0
     ]
+
+
+def shared_fine_stride(config: ModelConfig, backbone: FeatureExtractor) -> int | None:
+    """The fine level's stride when its encoder is the first blocks of the coarse one, else None.
+
+    Same network, same weights, one tap the coarse trunk runs through: the fine features are
+    then an activation the coarse pass computes anyway.
+    """
+    if config.fine is None:
+        return None
+    f, b = config.fine.backbone, config.backbone
+    trunk = backbone.primary if isinstance(backbone, Stacked) else backbone
+    if (
+        f.extra is not None
+        or (f.name, f.weights) != (b.name, b.weights)
+        or not isinstance(trunk, EfficientNetLite)
+        or len(f.layers or ()) != 1
+        or not trunk.can_tap(f.layers[0])
+    ):
+        return None
+    return f.layers[0]
 
 
 def build_model(config: ModelConfig) -> FlowClasModel:

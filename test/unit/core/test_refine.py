@@ -21,6 +21,7 @@ from flowclas_ros.core.flowclas.model import (
     build_model,
     load_model,
     save_model,
+    shared_fine_stride,
     trained_state,
     upsample,
 )
@@ -115,6 +116,44 @@ def test_a_cascade_scores_on_the_fine_grid_and_keeps_the_coarse_map_below_the_ga
     with torch.no_grad():
         unrefined, _ = model.maps(batch)
     torch.testing.assert_close(unrefined, standardize(coarse, model.config.fine.coarse))
+
+
+def test_a_fine_level_on_the_coarse_trunk_shares_its_pass_and_scores_the_same():
+    model = _fine_model()
+    assert model.fine_stride == 8  # Lite0 at stride 8 is the coarse Lite0's early blocks
+    batch = to_batch([smooth_image(64, 96, seed=2)], (64, 96))
+    with torch.no_grad():
+        shared, norms = model.maps(batch)
+        model.fine_stride = None  # the fine encoder's own pass instead
+        alone, alone_norms = model.maps(batch)
+        feats, fine_feats = model.backbone.tapped(batch, 8)
+    torch.testing.assert_close(shared, alone, rtol=0, atol=1e-5)
+    torch.testing.assert_close(norms, alone_norms)
+    torch.testing.assert_close(fine_feats, model.fine.features(batch), rtol=0, atol=1e-6)
+    torch.testing.assert_close(feats, model.backbone(batch))
+    with pytest.raises(ConfigError, match='no block at stride 64'):
+        model.backbone.tapped(batch, 64)
+
+
+@pytest.mark.parametrize(
+    'fine_backbone',
+    [
+        BackboneConfig(name='efficientnet_lite1', layers=[8]),  # another network
+        BackboneConfig(weights='other.pth', layers=[8]),  # other weights
+        BackboneConfig(layers=[4, 8]),  # two taps: not one activation of the trunk
+    ],
+)
+def test_a_fine_level_unlike_the_coarse_trunk_keeps_its_own_encoder(fine_backbone):
+    config = ModelConfig(input_size=[64, 64], refine='cascade', fine=FineConfig())
+    config.fine.backbone = fine_backbone
+    assert (
+        shared_fine_stride(config, build_model(ModelConfig(input_size=[64, 64])).backbone) is None
+    )
+    config.fine.backbone = BackboneConfig(layers=[8])
+    dino = build_model(
+        ModelConfig(input_size=[56, 56], backbone=BackboneConfig(name='dinov2_vits14'))
+    )
+    assert shared_fine_stride(config, dino.backbone) is None  # a ViT has no stride-8 block
 
 
 def test_the_fine_flow_is_saved_loaded_and_checked(tmp_path):
