@@ -53,7 +53,10 @@ from flowclas_ros.core.jsonio import dumps, write_atomic
 from flowclas_ros.core.masks import MaskRule
 from flowclas_ros.core.presets import _merge, preset_config
 
-CACHED_TRAIN_KEYS = ('epochs', 'lr', 'alpha', 'temperature', 'paste_probability', 'crop')
+# What the flow trains with, and what happens after it: none of it enters the cached features.
+CACHED_TRAIN_KEYS = (
+    'epochs', 'lr', 'alpha', 'temperature', 'paste_probability', 'crop', 'threshold_on',
+)  # fmt: skip
 
 
 def _parse_set(items: list[str]) -> dict:

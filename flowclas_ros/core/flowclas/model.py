@@ -163,7 +163,7 @@ class FlowClasModel(nn.Module):
     def refined(self, scores: torch.Tensor, fine_feats: torch.Tensor) -> torch.Tensor:
         """The cascade of the coarse ``scores`` and the fine level's on ``fine_feats``, as z."""
         c = self.config.fine
-        fine = self.fine.scores(fine_feats, self.config.score_smoothing)
+        fine = self.fine.scores(fine_feats)
         return cascade(standardize(scores, c.coarse), standardize(fine, c.fine), c.gate)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -46,15 +46,16 @@ class FineLevel(nn.Module):
         self.backbone = build_backbone(b.name, b.weights, b.layers)
         f = config.flow
         self.flow = Flow(self.backbone.out_dim, f.steps, f.hidden_ratio, f.clamp, f.seed)
+        self.config = config
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.backbone(images)
 
-    def scores(self, feats: torch.Tensor, smoothing: float) -> torch.Tensor:
-        """Raw NLL per dimension ``(B, h, w)``, smoothed like the coarse level's."""
+    def scores(self, feats: torch.Tensor) -> torch.Tensor:
+        """Raw NLL per dimension ``(B, h, w)``, smoothed by ``config.smoothing``."""
         log_prob, _ = self.flow.log_prob(feats)
-        return smooth(-log_prob / self.flow.channels, smoothing)
+        return smooth(-log_prob / self.flow.channels, self.config.smoothing)
 
 
 def standardize(scores: torch.Tensor, stats: LevelStats) -> torch.Tensor:

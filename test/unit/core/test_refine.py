@@ -80,6 +80,16 @@ def test_bad_refine_settings_are_named(changes, message):
         ModelConfig.from_dict(data)
 
 
+def test_a_fine_level_saved_before_its_own_smoothing_keeps_the_coarse_levels():
+    config = ModelConfig(refine='cascade', fine=FineConfig(), score_smoothing=1.5)
+    assert ModelConfig.from_dict(config.to_dict()).fine.smoothing == FineConfig().smoothing
+    old = config.to_dict()
+    del old['fine']['smoothing']
+    assert ModelConfig.from_dict(old).fine.smoothing == 1.5  # what its stats were fitted on
+    with pytest.raises(ConfigError, match="'fine.smoothing'"):
+        ModelConfig.from_dict(config.to_dict() | {'fine': old['fine'] | {'smoothing': -1.0}})
+
+
 def test_choose_refine_refuses_a_cascade_without_a_fine_level():
     config = ModelConfig()
     choose_refine(config, 'model')

@@ -66,8 +66,7 @@ def train_fine(model: FlowClasModel, images: list[torch.Tensor]) -> list[float]:
 def fit_level_stats(model: FlowClasModel, normal: list[torch.Tensor]) -> None:
     """Each level's z-scale on clean normal images (``config.fine.coarse`` and ``.fine``)."""
     fine, config = _fine_level(model), model.config.fine
-    smoothing = model.config.score_smoothing
     coarse = each_image(lambda x: model.patch_maps(model.features(x))[0], normal, model.device)
-    detail = each_image(lambda x: fine.scores(fine.features(x), smoothing), normal, model.device)
+    detail = each_image(lambda x: fine.scores(fine.features(x)), normal, model.device)
     config.coarse = fit_stats([m.numpy() for m in coarse])
     config.fine = fit_stats([m.numpy() for m in detail])
