@@ -57,11 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from flowclas_ros.core.config import THRESHOLD_ON
-        from flowclas_ros.core.data.outliers import PseudoOutliers
         from flowclas_ros.core.errors import ConfigError, DataError
         from flowclas_ros.core.flowclas.model import CONFIG_FILE, upsample
         from flowclas_ros.core.flowclas.scoring import fit_calibration
-        from flowclas_ros.core.flowclas.train.batching import training_size
+        from flowclas_ros.core.flowclas.train.outliers import model_paster
         from flowclas_ros.core.inference import Detector
 
         model = load_model_arg(args)
@@ -78,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         paster = None
         if tc.threshold_on == 'outlines':
             gen = torch.Generator().manual_seed(tc.seed + 1)
-            paster = PseudoOutliers(
-                None,
-                tuple(training_size(model.config)),
-                scales=tc.paste_scales,
-                placement=tc.paste_placement,
-            )
+            paster = model_paster(model.config)
         rejected: dict[str, int] = {}
         maps, norms, outlines = [], [], []
         with torch.no_grad():

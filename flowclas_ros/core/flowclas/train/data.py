@@ -23,9 +23,8 @@ from flowclas_ros.core.flowclas.train.batching import (
     clean_features,
     progress_line,
     sized,
-    training_size,
 )
-from flowclas_ros.core.flowclas.train.outliers import Variants, pasted_variants
+from flowclas_ros.core.flowclas.train.outliers import Variants, model_paster, pasted_variants
 from flowclas_ros.core.flowclas.train.validation import Validation, build_validation
 
 MIN_IMAGES = 20  # fewer trains, with a warning
@@ -83,13 +82,7 @@ def load_data(
         for i, path in enumerate(files)
     ]
     train_images = [images[i] for i in order[n_val:]]
-    paster = PseudoOutliers(
-        outlier_dir,
-        tuple(training_size(config)),
-        probability=tc.paste_probability,
-        scales=tc.paste_scales,
-        placement=tc.paste_placement,
-    )
+    paster = model_paster(config, outlier_dir)
     val = build_validation(config, [images[i] for i in order[:n_val]], val_dir, paster, multiple)
     progress_line('caching backbone features', progress)
     cache = clean_features(model, train_images, model.device)

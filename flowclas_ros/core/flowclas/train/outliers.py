@@ -9,21 +9,34 @@ are pasted and which window of their maps it trains on.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from flowclas_ros.core.config import IGNORE_LABEL
+from flowclas_ros.core.config import IGNORE_LABEL, ModelConfig
 from flowclas_ros.core.data.outliers import PseudoOutliers
 from flowclas_ros.core.flowclas.model import FlowClasModel
-from flowclas_ros.core.flowclas.train.batching import as_float, by_size
+from flowclas_ros.core.flowclas.train.batching import as_float, by_size, training_size
 
 if TYPE_CHECKING:
     from flowclas_ros.core.flowclas.train.data import TrainData
 
 # ``pasted[v][i]`` of ``TrainData``: features (half) and patch labels of image i, variant v.
 Variants = list[list[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def model_paster(config: ModelConfig, outlier_dir: str | Path | None = None) -> PseudoOutliers:
+    """The pseudo-outliers ``config`` trains with (``outlier_dir``: photos, else procedural)."""
+    tc = config.train
+    return PseudoOutliers(
+        outlier_dir,
+        tuple(training_size(config)),
+        probability=tc.paste_probability,
+        scales=tc.paste_scales,
+        placement=tc.paste_placement,
+    )
 
 
 def grid_labels(labels: torch.Tensor, size: tuple[int, int], margin: int = 0) -> torch.Tensor:
