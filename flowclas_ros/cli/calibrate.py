@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError('no normal frames to calibrate on')
         old = model.config.calibration
         try:
-            model.config.calibration = fit_calibration(maps, norms, outlines)
+            model.config.calibration = fit_calibration(
+                maps, norms, outlines, tc.mask_peak_fraction
+            )
         except ValueError as exc:  # e.g. frames so uniform that the scores do not vary
             raise DataError(f'cannot calibrate on these frames: {exc}') from None
         # The stored backbone path stays as trained; --weights only overrides it for this run.

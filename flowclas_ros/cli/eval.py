@@ -72,6 +72,12 @@ def parser() -> argparse.ArgumentParser:
         help='nfa: chi2 (C dof) or fitted',
     )
     p.add_argument(
+        '--mask-peak-fraction',
+        type=float,
+        default=-1.0,
+        help="trim each mask region to this fraction of its height (0: whole; -1: the model's)",
+    )
+    p.add_argument(
         '--mask-min-area', type=int, default=MaskRule.min_area, help='drop smaller mask regions'
     )
     p.add_argument(

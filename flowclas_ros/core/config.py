@@ -42,6 +42,8 @@ DINOV2_LAYERS = (-1,)
 TRAIN_MODES = ('flowclas', 'nll')
 # Where calibrated 0.5 (the ``fixed`` mask rule's cut) sits (``TrainConfig.threshold_on``).
 THRESHOLD_ON = ('normal', 'outlines')
+# How far mask regions are trimmed towards their peaks by default (``mask_peak_fraction``).
+PEAK_FRACTION = 0.4
 
 
 def _option(default: Any, help: str = '', *, flag: str | None = None) -> Any:
@@ -215,6 +217,14 @@ class TrainConfig:
         "calibrated 0.5 at the 'normal' 99th percentile, or at the cut that best 'outlines' the "
         'validation anomalies',
     )
+    # Where 0.5 is the normal 99th percentile, a defect on tiles raises a blob far wider than
+    # itself above it, so masks are trimmed towards each region's peak; road obstacles are
+    # outlined at 0.5 already and lose by trimming (docs/masks.md).
+    mask_peak_fraction: float = _option(
+        PEAK_FRACTION,
+        "how far masks cut at the normal 99th percentile are trimmed towards each region's "
+        'peak by default (0: whole; models fitted --threshold-on outlines are not trimmed)',
+    )
     val_fraction: float = 0.1
     seed: int = _option(0)
 
@@ -267,6 +277,10 @@ class Calibration:
     fpr: FprTable | None = None
     # The NFA rule's null fitted on normal latent norms (``nfa_null: fitted``).
     latent_null: LatentNull | None = None
+    # How far mask regions are trimmed towards their peaks unless a rule says otherwise:
+    # ``train.mask_peak_fraction`` where 0.5 is the normal 99th percentile, 0 where it was
+    # fitted to outline anomalies (and in models from before trimming existed).
+    peak_fraction: float = 0.0
 
 
 def _fits(value: Any, kind: Any) -> bool:
@@ -429,6 +443,9 @@ class ModelConfig:
             ('calibration.width', math.isfinite(c.width) and c.width > 0,
              'must be a positive number'),
             ('calibration.center', math.isfinite(c.center), 'must be a number'),
+            ('train.mask_peak_fraction', 0 <= self.train.mask_peak_fraction < 1,
+             'must be in [0, 1)'),
+            ('calibration.peak_fraction', 0 <= c.peak_fraction < 1, 'must be in [0, 1)'),
         ]  # fmt: skip
         for key, ok, problem in rules:
             if not ok:

@@ -28,7 +28,13 @@ from flowclas_ros.core.flowclas.model import (
 )
 from flowclas_ros.core.flowclas.refine import choose_refine, with_segments
 from flowclas_ros.core.flowclas.scoring import calibrate
-from flowclas_ros.core.masks import THRESHOLD_MODES, MaskRule, anomaly_mask, threshold_hits
+from flowclas_ros.core.masks import (
+    THRESHOLD_MODES,
+    MaskRule,
+    anomaly_mask,
+    peak_fraction,
+    threshold_hits,
+)
 from flowclas_ros.core.visualize import heatmap, overlay
 
 # A detector's size policy: 'model' (the one the model was trained with, its config's
@@ -219,9 +225,10 @@ class Detector:
         0/255 by ``rule``), ``heatmap`` (uint8 RGB over ``score_range``) and ``overlay`` (the
         heatmap blended on the frame). Scaling, calibration, colour lookup, thresholds and
         blending run where the model ran; each wanted image is then copied to the host once
-        (on a CPU the copies are views). Only ``nfa`` masks and ``min_area`` need the host
-        (region labelling). ``segments`` as in ``detect``. ``lap(stage)``, if given, is called
-        after ``inference``, ``refine`` (with ``segments``) and ``postprocess``.
+        (on a CPU the copies are views). Only ``nfa`` masks, ``peak_fraction`` and
+        ``min_area`` need the host (region labelling). ``segments`` as in ``detect``.
+        ``lap(stage)``, if given, is called after ``inference``, ``refine`` (with ``segments``)
+        and ``postprocess``.
         """
         rule = rule or MaskRule()
         scores_raw, norms = self.engine(self.preprocess(rgb))
@@ -233,8 +240,10 @@ class Detector:
         if 'score' in outputs:
             images['score'] = values
         if 'mask' in outputs:
-            if rule.mode in THRESHOLD_MODES and rule.min_area <= 1:
-                hits = threshold_hits(values, rule, self.model.config.calibration)
+            calibration = self.model.config.calibration
+            whole = peak_fraction(rule, calibration) == 0
+            if rule.mode in THRESHOLD_MODES and rule.min_area <= 1 and whole:
+                hits = threshold_hits(values, rule, calibration)
                 images['mask'] = (hits.astype(np.uint8) if on_host else hits.to(torch.uint8)) * 255
             else:
                 host_norms = self.host_norms(norms) if rule.mode == 'nfa' else None

@@ -8,6 +8,11 @@ above the threshold that flags ``target_fpr`` of normal validation frames. ``nfa
 contrario regions of the latent norms with log10 NFA < ``log10_epsilon``, no tuning at all,
 under the chi-square null with C degrees of freedom (``nfa_null='chi2'``, U-Flow's) or the
 ``scale * chi2(dof)`` fitted on normal validation patches (``'fitted'``).
+
+Any rule's regions can then be trimmed to their cores (``peak_fraction``): a region above a
+threshold is a blob around its anomaly, since the detector's map is smooth at its cell size, so
+each region keeps only what rises a given fraction of the way from its lowest to its highest
+score (0.5: half its height above its base, the width at half maximum).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import torch
 from flowclas_ros.core.config import Calibration
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.flowclas.model import upsample
-from flowclas_ros.core.flowclas.scoring import calibrate
+from flowclas_ros.core.flowclas.scoring import calibrate, uncalibrate
 from flowclas_ros.core.thresholds.fpr import TARGET_FPR_TEXT, fpr_thresholds, valid_target_fpr
 from flowclas_ros.core.thresholds.nfa import nfa_mask
 
@@ -30,11 +35,13 @@ MASK_MODES = ('fixed', 'fpr', 'nfa')
 # Rules that only compare each pixel's score with a threshold (no region analysis).
 THRESHOLD_MODES = ('fixed', 'fpr')
 NFA_NULLS = ('chi2', 'fitted')
+# Regions are trimmed to their peaks on a copy of the frame at most this many pixels a side.
+TRIM_SIDE = 320
 
 
 @dataclass(frozen=True)
 class MaskRule:
-    """Which rule cuts the mask, its one setting, and the smallest region kept (pixels)."""
+    """Which rule cuts the mask, its setting, its trim and the smallest region kept (pixels)."""
 
     mode: str = 'fixed'
     threshold: float = 0.5
@@ -42,6 +49,7 @@ class MaskRule:
     log10_epsilon: float = 0.0
     min_area: int = 0
     nfa_null: str = 'chi2'
+    peak_fraction: float | None = None  # None: the model's (``Calibration.peak_fraction``)
 
     def __post_init__(self) -> None:
         if self.mode not in MASK_MODES:
@@ -52,12 +60,17 @@ class MaskRule:
             raise ConfigError(f'target_fpr must be in {TARGET_FPR_TEXT}, got {self.target_fpr}')
         if self.nfa_null not in NFA_NULLS:
             raise ConfigError(f'nfa_null must be one of {NFA_NULLS}, got {self.nfa_null!r}')
+        if self.peak_fraction is not None and not 0 <= self.peak_fraction < 1:
+            raise ConfigError(f'mask_peak_fraction must be in [0, 1), got {self.peak_fraction}')
         if self.min_area < 0:
             raise ConfigError(f'mask_min_area must be >= 0, got {self.min_area}')
 
     @classmethod
     def from_settings(cls, s: object) -> MaskRule:
-        """From the names the node parameters and the tools' options share (``mask_mode``...)."""
+        """From the names the node parameters and the tools' options share (``mask_mode``...).
+
+        A negative ``mask_peak_fraction`` means the model's.
+        """
         return cls(
             s.mask_mode,
             s.threshold,
@@ -65,6 +78,7 @@ class MaskRule:
             s.nfa_log10_epsilon,
             s.mask_min_area,
             s.nfa_null,
+            None if s.mask_peak_fraction < 0 else s.mask_peak_fraction,
         )
 
 
@@ -128,6 +142,7 @@ def anomaly_mask(
         if rule.nfa_null == 'fitted':
             norms, dof = norms / calibration.latent_null.scale, calibration.latent_null.dof
         hits = resize_mask(nfa_mask(norms, dof, rule.log10_epsilon), scores.shape)
+    hits = trim_to_peaks(hits, scores, peak_fraction(rule, calibration), calibration)
     return drop_small(hits, rule.min_area).astype(np.uint8) * 255
 
 
@@ -147,6 +162,42 @@ def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if mask.shape == tuple(shape):
         return mask
     return upsample(torch.from_numpy(mask.astype(np.float32))[None], shape)[0].numpy() >= 0.5
+
+
+def peak_fraction(rule: MaskRule, calibration: Calibration) -> float:
+    """How far ``rule``'s regions are trimmed: its own setting, else the model's."""
+    return calibration.peak_fraction if rule.peak_fraction is None else rule.peak_fraction
+
+
+def trim_to_peaks(
+    hits: np.ndarray, scores: np.ndarray, fraction: float, calibration: Calibration
+) -> np.ndarray:
+    """Each 8-connected region of ``hits`` cut ``fraction`` of the way up to its peak.
+
+    The way runs from the region's lowest to its highest score on the raw scale (the flow's
+    units), where the calibration's saturation near 1 does not squash a strong region. Regions
+    and their heights are found on the frame sampled every Nth pixel to at most ``TRIM_SIDE``
+    pixels a side (the map is smooth at a cell's size, and labelling a whole 1280x720 mask
+    costs tens of milliseconds), so a region narrower than N pixels is dropped.
+    """
+    if fraction <= 0 or not hits.any():
+        return hits
+    step = max(1, math.ceil(max(hits.shape) / TRIM_SIDE))
+    sampled, values = hits[::step, ::step], scores[::step, ::step]
+    labels, count = ndimage.label(sampled, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return np.zeros_like(hits)
+    ids, inside = labels[sampled] - 1, values[sampled].astype(np.float64)
+    low, high = np.full(count, np.inf), np.full(count, -np.inf)
+    np.minimum.at(low, ids, inside)  # ndimage.minimum sorts the whole map: 10x slower
+    np.maximum.at(high, ids, inside)
+    raw_low, raw_high = uncalibrate(low, calibration), uncalibrate(high, calibration)
+    raw_level = torch.from_numpy(raw_low + fraction * (raw_high - raw_low))
+    level = np.concatenate([[np.inf], np.minimum(calibrate(raw_level, calibration).numpy(), high)])
+    at = level[labels]
+    if step > 1:
+        at = np.repeat(np.repeat(at, step, axis=0), step, axis=1)[: hits.shape[0], : hits.shape[1]]
+    return hits & (scores >= at)
 
 
 def drop_small(hits: np.ndarray, min_area: int) -> np.ndarray:

@@ -184,6 +184,14 @@ class NodeParams:
     score_range: list[float] = _param(
         [0.0, 1.0], 'live', 'calibrated score range the heatmap colours span'
     )
+    mask_peak_fraction: float = _param(
+        -1.0,
+        'live',
+        'any mask_mode: trim each mask region to what rises this fraction of the way from its '
+        "lowest to its highest score (0: keep it whole; -1: the model's, set at training)",
+        low=-1.0,
+        high=0.99,
+    )
     mask_min_area: int = _param(
         MaskRule.min_area,
         'live',

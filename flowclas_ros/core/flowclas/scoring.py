@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flowclas_ros.core.config import Calibration
+from flowclas_ros.core.config import PEAK_FRACTION, Calibration
 from flowclas_ros.core.thresholds.fpr import fit_fpr_table
 from flowclas_ros.core.thresholds.nfa import fit_null
 from flowclas_ros.core.thresholds.outline import best_outline_threshold
@@ -26,13 +26,16 @@ def fit_calibration(
     normal_maps: Sequence[np.ndarray],
     normal_norms: Sequence[np.ndarray] | None = None,
     outlines: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    peak_fraction: float = PEAK_FRACTION,
 ) -> Calibration:
     """Fit on the raw patch score maps ``(h, w)`` of normal images (sizes may differ).
 
     Also stores the false-positive-rate table (per pixel and per image) for ``mask_mode=fpr``
     and, given the images' latent norms, the fitted null of the NFA rule. Given ``outlines``
     (full-size raw scores and labels of frames with anomalies), 0.5 moves up from the normal
-    99th percentile to the cut that outlines them best, never down. NaNs are an error upstream.
+    99th percentile to the cut that outlines them best, never down; masks are trimmed by
+    ``peak_fraction`` towards their peaks by default only where 0.5 stays at the percentile.
+    NaNs are an error upstream.
     """
     table = fit_fpr_table(normal_maps)
     pixels = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in normal_maps])
@@ -45,7 +48,14 @@ def fit_calibration(
         null = fit_null(
             np.concatenate([np.asarray(n, dtype=np.float64).ravel() for n in normal_norms])
         )
-    return Calibration(center=center, width=width, quantiles=q, fpr=table, latent_null=null)
+    return Calibration(
+        center=center,
+        width=width,
+        quantiles=q,
+        fpr=table,
+        latent_null=null,
+        peak_fraction=peak_fraction if center == q['0.99'] else 0.0,
+    )
 
 
 def calibrate(scores: torch.Tensor, calibration: Calibration) -> torch.Tensor:

@@ -118,7 +118,13 @@ def test_detect_gives_the_standardized_latent_norms(model):
 
 @pytest.mark.parametrize('scale', [1.0, 0.5])
 @pytest.mark.parametrize(
-    'rule', [MaskRule(threshold=0.4), MaskRule(threshold=0.4, min_area=9)], ids=['fixed', 'area']
+    'rule',
+    [
+        MaskRule(threshold=0.4),
+        MaskRule(threshold=0.4, min_area=9),
+        MaskRule(threshold=0.4, peak_fraction=0.5),
+    ],
+    ids=['fixed', 'area', 'peak'],
 )
 def test_render_gives_what_the_numpy_path_gives(model, scale, rule):
     detector = Detector(model, output_scale=scale)

@@ -39,6 +39,46 @@ def test_fixed_threshold_and_min_area():
     assert not mask(min_area=100).any()
 
 
+def test_peak_fraction_trims_each_region_to_its_own_core_on_the_raw_scale():
+    cal = Calibration(center=0.0, width=1.0)
+    yy, xx = np.mgrid[:40, :80].astype(np.float64)
+    # Raw scores: a tall cone (peak 20) and, far from it, a low one (peak 4), over a floor of -2.
+    tall = 20 - np.hypot(yy - 20, xx - 20)
+    low = 4 - 0.5 * np.hypot(yy - 20, xx - 60)
+    raw = np.maximum(np.maximum(tall, low), -2.0)
+    scores = _calibrated(raw, cal).astype(np.float32)
+
+    def hits(fraction, mode='fixed'):
+        rule = MaskRule(mode, threshold=0.5, peak_fraction=fraction)
+        return anomaly_mask(scores, None, rule, cal, 1) > 0
+
+    whole = hits(0.0)
+    np.testing.assert_array_equal(whole, raw >= 0)
+    half = hits(0.5)
+    assert half.sum() < whole.sum()
+    assert not (half & ~whole).any()
+    # Each cone is cut at half its own height above the threshold, in raw units: the low one
+    # is not dropped because the tall one is taller, and the tall one is cut where its raw
+    # height halves (half-way on the saturating calibrated scale would keep raw >= 1.6).
+    left, right = half[:, :40], half[:, 40:]
+    np.testing.assert_array_equal(left, (raw >= 10)[:, :40])
+    np.testing.assert_array_equal(right, (raw >= 2)[:, 40:])
+    assert half[20, 20]  # the peaks stay
+    assert half[20, 60]
+    # A large frame's regions are found on a sampled copy: the same cores, up to a step.
+    big = np.kron(scores, np.ones((12, 12), np.float32))  # 480 x 960: sampled every 3rd pixel
+    rule = MaskRule(threshold=0.5, peak_fraction=0.5)
+    trimmed = anomaly_mask(big, None, rule, cal, 1) > 0
+    want = np.kron(half, np.ones((12, 12), bool))
+    assert (trimmed & want).sum() / (trimmed | want).sum() > 0.97
+    with pytest.raises(ConfigError, match='mask_peak_fraction'):
+        MaskRule(peak_fraction=1.0)
+    # A rule without its own fraction takes the model's.
+    trimming = Calibration(center=0.0, width=1.0, peak_fraction=0.5)
+    model_rule = anomaly_mask(scores, None, MaskRule(threshold=0.5), trimming, 1) > 0
+    np.testing.assert_array_equal(model_rule, half)
+
+
 def test_fpr_table_reads_back_the_rates_it_was_fitted_on():
     rng = np.random.default_rng(0)
     maps = rng.normal(0.0, 1.0, (400, 16, 16))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from flowclas_ros.core.config import PEAK_FRACTION
 from flowclas_ros.core.data.outliers import PseudoOutliers
 from flowclas_ros.core.flowclas.scoring import fit_calibration
 from flowclas_ros.core.flowclas.train.validation import OUTLINE_FRAMES, Validation
@@ -56,9 +57,14 @@ def test_calibration_moves_one_half_up_to_the_outline_never_down():
     up = fit_calibration(normal, outlines=frames)
     assert up.center == best_outline_threshold(frames) > p99
     assert up.quantiles['0.99'] == pytest.approx(p99)
+    # Masks cut at an outline are kept whole; masks cut at the percentile are trimmed.
+    assert up.peak_fraction == 0
+    assert fit_calibration(normal).peak_fraction == PEAK_FRACTION > 0
     # Anomalies scoring inside the normal range leave 0.5 at the normal 99th percentile.
     low = [(s - 4.5, y) for s, y in frames]
-    assert fit_calibration(normal, outlines=low).center == pytest.approx(p99)
+    kept = fit_calibration(normal, outlines=low)
+    assert kept.center == pytest.approx(p99)
+    assert kept.peak_fraction == PEAK_FRACTION
 
 
 def test_outline_frames_are_a_labelled_splits_own_or_enough_pasted_copies():

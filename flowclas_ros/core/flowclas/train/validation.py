@@ -146,4 +146,5 @@ def calibration(model: FlowClasModel, val: Validation, device: torch.device) -> 
         [s.numpy() for s in scores],
         [n.numpy() for n in norms],
         [(s.numpy(), y.numpy()) for s, y in outlines],
+        model.config.train.mask_peak_fraction,
     )
