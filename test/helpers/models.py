@@ -42,7 +42,8 @@ def make_model(path, size, standardize=False):
             model.flow.base.mean.copy_(z.mean((0, 2, 3), keepdim=True))
             model.flow.base.log_std.copy_(z.std((0, 2, 3), keepdim=True).log())
         raw, norms = model.patch_maps(model.features(batch))
-    model.config.calibration = fit_calibration(raw.numpy(), norms.numpy())
+    # Masks kept whole: tests of thresholds, regions and points read every pixel above the cut.
+    model.config.calibration = fit_calibration(raw.numpy(), norms.numpy(), peak_fraction=0.0)
     save_model(model, path)
     return path
 

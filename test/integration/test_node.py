@@ -161,8 +161,17 @@ def test_live_threshold_changes_the_next_mask(raw_node, client, detector):
             want = detector.mask(expected, None, MaskRule(threshold=threshold))
             np.testing.assert_array_equal(mask[~near], want[~near])
             assert abs((mask == 255).mean() - (1 - q)) < 0.05
+        # Trimming each region towards its peak, live too: the core's mask, fewer pixels.
+        whole = mask
+        results = client.set_parameters(raw_node.name, mask_peak_fraction=0.5)
+        assert results[0].successful, results[0].reason
+        stamp = send(pub, msg, outputs.complete)
+        mask = _array(outputs.get('mask', stamp), np.uint8)
+        rule = MaskRule(threshold=threshold, peak_fraction=0.5)
+        assert (mask == detector.mask(expected, None, rule)).mean() > 0.99
+        assert 0 < (mask == 255).sum() < (whole == 255).sum()
     finally:
-        client.set_parameters(raw_node.name, threshold=0.5)
+        client.set_parameters(raw_node.name, threshold=0.5, mask_peak_fraction=-1.0)
 
 
 def _serve(client, node, status, directory):
