@@ -20,7 +20,7 @@ from flowclas_ros.cli.common import add_model_args, load_model_arg, run_tool
 from flowclas_ros.core.config import PRECISIONS, SEGMENTS
 from flowclas_ros.core.engines import BACKENDS, build_engine
 from flowclas_ros.core.jsonio import write_json
-from flowclas_ros.core.masks import MASK_MODES, NFA_NULLS, MaskRule
+from flowclas_ros.core.masks import MASK_MODES, MODEL_PEAK_FRACTION, NFA_NULLS, MaskRule
 from flowclas_ros.core.visualize import heatmap
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         '--mask-peak-fraction',
         type=float,
-        default=-1.0,
+        default=MODEL_PEAK_FRACTION,
         help="trim each mask region to this fraction of its height (0: whole; -1: the model's)",
     )
     p.add_argument(

@@ -60,7 +60,7 @@ _FIELD_TYPES = {
     np.dtype('float32'): 7,
     np.dtype('float64'): 8,
 }
-_EIGHT = np.ones((3, 3), bool)  # 8-connectivity, as mask_min_area uses
+EIGHT_CONNECTED = np.ones((3, 3), bool)  # regions of masks, points and trims alike
 _MAX_RUNS = 4096  # above this many runs, ndimage.label is faster than joining runs
 _FEW_REGIONS = 16  # up to this many, a median per region is faster than one sort
 
@@ -295,7 +295,7 @@ class _Runs:
         self.length = last - self.first + 1
         self.row, self.start, self.end = rows[self.first], cols[self.first], cols[last]
         if self.first.size > _MAX_RUNS:
-            labels, count = ndimage.label(mask, structure=_EIGHT)
+            labels, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
             self.label = labels.ravel()[flat[self.first]]
             self.count = int(count)
         else:

@@ -28,6 +28,7 @@ from flowclas_ros.core.config import Calibration
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.flowclas.model import upsample
 from flowclas_ros.core.flowclas.scoring import calibrate, uncalibrate
+from flowclas_ros.core.geometry import EIGHT_CONNECTED
 from flowclas_ros.core.thresholds.fpr import TARGET_FPR_TEXT, fpr_thresholds, valid_target_fpr
 from flowclas_ros.core.thresholds.nfa import nfa_mask
 
@@ -37,6 +38,8 @@ THRESHOLD_MODES = ('fixed', 'fpr')
 NFA_NULLS = ('chi2', 'fitted')
 # Regions are trimmed to their peaks on a copy of the frame at most this many pixels a side.
 TRIM_SIDE = 320
+# A ``mask_peak_fraction`` setting (node parameter, tool option) that defers to the model's.
+MODEL_PEAK_FRACTION = -1.0
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,7 @@ def trim_to_peaks(
         return hits
     step = max(1, math.ceil(max(hits.shape) / TRIM_SIDE))
     sampled, values = hits[::step, ::step], scores[::step, ::step]
-    labels, count = ndimage.label(sampled, structure=np.ones((3, 3), bool))
+    labels, count = ndimage.label(sampled, structure=EIGHT_CONNECTED)
     if count == 0:
         return np.zeros_like(hits)
     ids, inside = labels[sampled] - 1, values[sampled].astype(np.float64)
@@ -204,7 +207,7 @@ def drop_small(hits: np.ndarray, min_area: int) -> np.ndarray:
     """``hits`` without its 8-connected regions under ``min_area`` pixels."""
     if min_area <= 1 or not hits.any():
         return hits
-    labels, count = ndimage.label(hits, structure=np.ones((3, 3), bool))
+    labels, count = ndimage.label(hits, structure=EIGHT_CONNECTED)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     keep = sizes >= min_area
     keep[0] = False

@@ -19,7 +19,7 @@ from flowclas_ros.core.engines import BACKENDS
 from flowclas_ros.core.engines.pytorch import COMPILE_MODES
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.inference import DETECTOR_SIZE_POLICIES
-from flowclas_ros.core.masks import MASK_MODES, NFA_NULLS, MaskRule
+from flowclas_ros.core.masks import MASK_MODES, MODEL_PEAK_FRACTION, NFA_NULLS, MaskRule
 from flowclas_ros.core.thresholds.fpr import TARGET_FPR_RANGE
 
 TRANSPORTS = ('raw', 'compressed')
@@ -185,11 +185,11 @@ class NodeParams:
         [0.0, 1.0], 'live', 'calibrated score range the heatmap colours span'
     )
     mask_peak_fraction: float = _param(
-        -1.0,
+        MODEL_PEAK_FRACTION,
         'live',
         'any mask_mode: trim each mask region to what rises this fraction of the way from its '
         "lowest to its highest score (0: keep it whole; -1: the model's, set at training)",
-        low=-1.0,
+        low=MODEL_PEAK_FRACTION,
         high=0.99,
     )
     mask_min_area: int = _param(
