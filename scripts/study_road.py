@@ -161,9 +161,15 @@ def _post(m: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == 'raw':
         return m
     centred = m - frame_median(m[None])[0]
-    if mode == 'median':
-        return centred
-    return centred / frame_median(centred.abs()[None])[0].clamp(min=1e-6)  # 'robust_z'
+    if mode == 'robust_z':
+        centred = centred / frame_median(centred.abs()[None])[0].clamp(min=1e-6)
+    for step in extra:
+        if step.startswith('rows'):  # each row less its q-th percentile (rowsup: only above 0)
+            up = step.startswith('rowsup')
+            q = int(step[6 if up else 4 :] or 50) / 100
+            row = centred.quantile(q, dim=1, keepdim=True)
+            centred = centred - (row.clamp(min=0) if up else row)
+    return centred
 
 
 def _dev_metrics(model, split: str, feats: list[torch.Tensor], post: str) -> dict:  # noqa: ANN001
@@ -200,7 +206,10 @@ def main() -> None:
     p.add_argument('--cache', default='/tmp/study_road')
     p.add_argument('--threads', type=int, default=0)
     p.add_argument(
-        '--post', nargs='+', default=['raw'], help='raw, median or robust_z, optionally +slic'
+        '--post',
+        nargs='+',
+        default=['raw'],
+        help='raw, median or robust_z, then optionally +maxK, +rowsQ or +rowsupQ, +slic',
     )
     p.add_argument('--reuse', action='store_true', help='load flows saved by an earlier run')
     args = p.parse_args()
