@@ -57,6 +57,8 @@ from flowclas_ros.core.presets import _merge, preset_config
 CACHED_TRAIN_KEYS = (
     'epochs', 'lr', 'alpha', 'temperature', 'paste_probability', 'crop', 'threshold_on',
 )  # fmt: skip
+# What only scoring reads: a variant of these scores the base's flow.
+SCORING_KEYS = ('score', 'score_smoothing', 'center_per_frame')
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -90,6 +92,19 @@ def _cache_key(config: ModelConfig, images: list[str]) -> str:
     train = {k: v for k, v in d['train'].items() if k not in CACHED_TRAIN_KEYS}
     return _digest([d['backbone'], d['input_size'], d['size_policy'], d['context_window'], train,
                     images])  # fmt: skip
+
+
+def _flow_key(config: ModelConfig, base: ModelConfig, images: list[str]) -> str:
+    """A flow file's name, from what trains it: scoring-only settings take the base's values.
+
+    ``primary_weight`` only shares the scores out, so any value above 0 names the same flows
+    (and 0 the names saved before it existed).
+    """
+    d = _as_trained(config)
+    d.update({k: _as_trained(base)[k] for k in SCORING_KEYS})
+    if d.pop('primary_weight'):
+        d['primary_flow'] = True
+    return _digest([d, images])
 
 
 def _train_data(config: ModelConfig, images: list[str], cache: Path) -> dict:
@@ -233,7 +248,7 @@ def main() -> None:
             model = data.model
             start = time.time()
             # Keyed on what training sees: variants share the feature cache, not their flows.
-            flow_file = cache / f'flow_{_digest([_as_trained(config), args.images])}.pt'
+            flow_file = cache / f'flow_{_flow_key(config, base, args.images)}.pt'
             if args.reuse and flow_file.is_file():
                 load_trained_state(model, torch.load(flow_file, weights_only=True))
             else:
@@ -241,7 +256,7 @@ def main() -> None:
                 for epoch in range(config.train.epochs):
                     train_epoch(model, data, state, epoch, start, False)
                 write_atomic(flow_file, _tensor_bytes(trained_state(model)))
-            model.flow.eval()
+            model.train_flows(False)
             row = {'variant': json.loads(variant), 'seed': seed}
             row['seconds'] = round(time.time() - start)
             for post in args.post:

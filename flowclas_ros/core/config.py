@@ -380,6 +380,13 @@ class ModelConfig:
     grid_shifts: int = _option(
         1, '2: interleave four grids shifted by a quarter cell (half the stride, 4x the work)'
     )
+    # > 0: a second flow on the primary encoder's channels alone (EfficientNet-Lite under
+    # ``backbone.extra``), trained beside the main flow; the score map is this share of its
+    # (smoothed, centred) map and the rest the main flow's. On road scenes the joint density
+    # missed dark objects on dark asphalt that the CNN's own density catches (docs/road.md).
+    primary_weight: float = _option(
+        0.0, "share of the score from a second flow on the primary encoder's channels alone"
+    )
     calibration: Calibration = field(default_factory=Calibration)
     feature_channels: int = 0
     # SHA-256 of flow.safetensors as written with this file: a reader can tell a matching pair
@@ -439,6 +446,10 @@ class ModelConfig:
             ('fine.smoothing', self.fine is None or self.fine.smoothing >= 0, 'must be >= 0'),
             ('fine.coarse.width', self.fine is None or (self.fine.coarse.width > 0
              and self.fine.fine.width > 0), 'and fine.fine.width must be positive'),
+            ('primary_weight', 0 <= self.primary_weight < 1, 'must be in [0, 1)'),
+            ('primary_weight', not self.primary_weight or (self.backbone.extra is not None
+             and self.context_window <= 1 and self.score == 'nll'),
+             'needs backbone.extra, score nll and no context_window'),
             ('feature_channels', self.feature_channels >= 0, 'must be >= 0'),
             ('calibration.width', math.isfinite(c.width) and c.width > 0,
              'must be a positive number'),

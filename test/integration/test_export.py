@@ -95,6 +95,16 @@ def shifted_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
+def primary_dir(tmp_path_factory, vit_weights):
+    """The stacked encoders, centred, with a second flow on Lite0's channels (a slice)."""
+    config = ModelConfig(input_size=[224, 320], center_per_frame=True, primary_weight=0.3)
+    config.backbone.extra = BackboneConfig('dinov2_vits14', str(vit_weights), [3])
+    directory = tmp_path_factory.mktemp('primary') / 'model'
+    save_model(build_model(config), directory)
+    return directory
+
+
+@pytest.fixture(scope='module')
 def cascade_dir(tmp_path_factory):
     """EfficientNet-Lite0 with a stride-8 fine level tapped from the same pass (two outputs'
     grids differ: scores on the fine one, latent norms on the coarse one)."""
@@ -125,7 +135,15 @@ def _onnx_vs_torch(model_dir, tmp_path):
 
 @pytest.mark.parametrize(
     'which',
-    ['default_dir', 'dinov2_dir', 'stacked_dir', 'centered_dir', 'shifted_dir', 'cascade_dir'],
+    [
+        'default_dir',
+        'dinov2_dir',
+        'stacked_dir',
+        'centered_dir',
+        'shifted_dir',
+        'cascade_dir',
+        'primary_dir',
+    ],
 )
 def test_onnx_runtime_matches_pytorch(which, request, tmp_path):
     diff, norm_diff = _onnx_vs_torch(request.getfixturevalue(which), tmp_path)

@@ -208,6 +208,30 @@ def test_a_cascade_trains_its_fine_level_and_fits_both_scales(images, tmp_path):
     assert float(np.median(scores)) < 0.5
 
 
+def test_a_primary_flow_trains_beside_the_main_one(images, tmp_path):
+    config = _config()
+    config.backbone = ModelConfig().backbone  # Lite0 + DINOv2: the primary flow reads Lite0
+    config.train.epochs, config.primary_weight = 1, 0.3
+    train(config, images, tmp_path / 'm', _options(), progress=False)
+    model = load_model(tmp_path / 'm')
+    untrained = build_model(model.config)
+    for trained, initial in (
+        (model.flow, untrained.flow),
+        (model.primary_flow, untrained.primary_flow),
+        (model.primary_head, untrained.primary_head),
+    ):
+        pairs = zip(trained.parameters(), initial.parameters(), strict=True)
+        assert any(not torch.equal(a, b) for a, b in pairs)
+    assert model.primary_flow.channels == model.backbone.primary.out_dim
+    assert all(
+        bool(m.initialized) for m in model.primary_flow.modules() if hasattr(m, 'initialized')
+    )
+    frame = np.asarray(Image.open(next(images.iterdir())).convert('RGB'))
+    scores = Detector(model)(frame)
+    assert np.isfinite(scores).all()
+    assert float(np.median(scores)) < 0.5  # calibrated on the blended map
+
+
 def test_train_input_size_trains_there_and_calibrates_at_the_model_size(images, tmp_path):
     config = _config()
     config.size_policy, config.train.input_size = 'fixed', [32, 32]

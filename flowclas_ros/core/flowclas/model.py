@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 import time
+from typing import cast
 
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
@@ -65,12 +66,30 @@ class FlowClasModel(nn.Module):
         self.flow = Flow(channels, f.steps, f.hidden_ratio, f.clamp, f.seed)
         # Projection head for the contrastive loss; unused at inference.
         self.head = nn.Conv2d(channels, config.train.embed_dim, 1)
+        self.primary_flow: Flow | None = None
+        self.primary_head: nn.Conv2d | None = None
+        if config.primary_weight > 0:
+            n = cast(Stacked, backbone).primary.out_dim  # check_values: extra is set
+            self.primary_flow = Flow(n, f.steps, f.hidden_ratio, f.clamp, f.seed)
+            self.primary_head = nn.Conv2d(n, config.train.embed_dim, 1)
         self.fine = FineLevel(config.fine) if config.fine is not None else None
         self.fine_stride = shared_fine_stride(config, backbone)
 
     @property
     def channels(self) -> int:
         return self.flow.channels
+
+    def densities(self) -> list[tuple[Flow, nn.Conv2d, int]]:
+        """The flows training fits, each with its contrastive head and the channels it reads."""
+        out = [(self.flow, self.head, self.channels)]
+        if self.primary_flow is not None and self.primary_head is not None:
+            out.append((self.primary_flow, self.primary_head, self.primary_flow.channels))
+        return out
+
+    def train_flows(self, mode: bool = True) -> None:
+        """Training mode for every flow (their ActNorms initialise on the first batch)."""
+        for flow, _, _ in self.densities():
+            flow.train(mode)
 
     @property
     def device(self) -> torch.device:
@@ -115,9 +134,10 @@ class FlowClasModel(nn.Module):
         log-det included; ``latent`` is the bounded ``1 - exp(mean_c(-z~^2 / 2 - log sigma))``
         on the standardized latent. Both are smoothed over neighbouring patches by
         ``config.score_smoothing`` and, with ``config.center_per_frame``, less each map's
-        median. The norm ``q = sum_c z~^2`` is left unsmoothed, in float32:
-        under the normal hypothesis it is chi-square with C degrees of freedom, which the NFA
-        threshold relies on.
+        median; with ``config.primary_weight`` the primary flow's map, treated alike, takes
+        that share. The norm ``q = sum_c z~^2`` (of the main flow) is left unsmoothed, in
+        float32: under the normal hypothesis it is chi-square with C degrees of freedom, which
+        the NFA threshold relies on.
         """
         log_prob, z = self.flow.log_prob(feats)
         zt = self.flow.base.standardize(z)
@@ -127,10 +147,18 @@ class FlowClasModel(nn.Module):
         else:
             inner = (-0.5 * zt.square() - self.flow.base.log_std).mean(dim=1)
             scores = 1 - torch.exp(inner)
+        scores = self._finished(scores)
+        if self.primary_flow is not None:
+            n, w = self.primary_flow.channels, self.config.primary_weight
+            primary = -self.primary_flow.log_prob(feats[:, :n])[0] / n
+            scores = (1 - w) * scores + w * self._finished(primary)
+        return scores, norms
+
+    def _finished(self, scores: torch.Tensor) -> torch.Tensor:
         scores = smooth(scores, self.config.score_smoothing)
         if self.config.center_per_frame:
             scores = scores - frame_median(scores)
-        return scores, norms
+        return scores
 
     def maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What every engine computes: raw scores and the coarse latent norms ``(B, h, w)``.
@@ -239,12 +267,14 @@ def build_model(config: ModelConfig) -> FlowClasModel:
 
 
 def _trained_parts(model: FlowClasModel) -> dict[str, nn.Module]:
-    parts = {'flow': model.flow, 'head': model.head}
+    parts: dict[str, nn.Module] = {'flow': model.flow, 'head': model.head}
+    if model.primary_flow is not None and model.primary_head is not None:
+        parts |= {'primary_flow': model.primary_flow, 'primary_head': model.primary_head}
     return parts | ({'fine': model.fine.flow} if model.fine is not None else {})
 
 
 def trained_state(model: FlowClasModel) -> dict[str, torch.Tensor]:
-    """The trained tensors under ``flow.``, ``head.`` (and ``fine.``); backbones are frozen."""
+    """The trained tensors, prefixed by part (``flow.``, ``head.``, ...); backbones are frozen."""
     return {
         f'{name}.{k}': v
         for name, part in _trained_parts(model).items()

@@ -36,7 +36,10 @@ class Optimization:
 
     def __init__(self, model: FlowClasModel, n_train: int) -> None:
         tc = model.config.train
-        self.params = list(model.flow.parameters()) + list(model.head.parameters())
+        self.clip_groups = [
+            [*flow.parameters(), *head.parameters()] for flow, head, _ in model.densities()
+        ]
+        self.params = [p for group in self.clip_groups for p in group]
         self.opt = torch.optim.AdamW(self.params, lr=tc.lr, weight_decay=tc.weight_decay)
         self.steps_per_epoch = math.ceil(n_train / tc.batch_size)
         total = tc.epochs * self.steps_per_epoch

@@ -91,25 +91,30 @@ def check_settings(tc: TrainConfig) -> None:
 def batch_losses(
     data: TrainData, batch: list[int], gen: torch.Generator, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Likelihood and contrastive terms of one batch, pooled over its image sizes."""
+    """Likelihood and contrastive terms of one batch, summed over the model's flows."""
     model, tc = data.model, data.model.config.train
-    log_probs, labels, embeddings = [], [], []
+    grids, labels = [], []
     for group in by_size(batch, data.train_images):
         feats, grid = crop(*paste_from(data, group, gen, device), tc.crop, gen)
-        feats = feats + tc.feature_noise * torch.randn_like(feats)
-        log_prob, z = model.flow.log_prob(feats)
-        log_probs.append(log_prob.flatten())
+        grids.append(feats + tc.feature_noise * torch.randn_like(feats))
         labels.append(grid.flatten())
-        if tc.mode == 'flowclas':
-            emb = normalize_embeddings(model.head(z))
-            embeddings.append(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]))
     label = torch.cat(labels).to(device)
-    nll = inlier_nll(torch.cat(log_probs), label, model.channels)
-    if not embeddings:
-        return nll, torch.zeros((), device=device)
-    # One row of patches: the losses only need each patch's embedding and label.
-    emb = torch.cat(embeddings).T[None, :, None, :]
-    con = pixel_contrastive(emb, label[None, None], tc.temperature, tc.samples_per_set, gen=gen)
+    nll = con = torch.zeros((), device=device)
+    for flow, head, channels in model.densities():
+        log_probs, embeddings = [], []
+        for feats in grids:
+            log_prob, z = flow.log_prob(feats[:, :channels])
+            log_probs.append(log_prob.flatten())
+            if tc.mode == 'flowclas':
+                emb = normalize_embeddings(head(z))
+                embeddings.append(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]))
+        nll = nll + inlier_nll(torch.cat(log_probs), label, channels)
+        if embeddings:
+            # One row of patches: the losses only need each patch's embedding and label.
+            emb = torch.cat(embeddings).T[None, :, None, :]
+            con = con + pixel_contrastive(
+                emb, label[None, None], tc.temperature, tc.samples_per_set, gen=gen
+            )
     return nll, con
 
 
@@ -123,7 +128,7 @@ def train_epoch(
 ) -> dict[str, float]:
     """One pass over the training images, then the validation AP; the epoch's log entry."""
     tc, dev = model.config.train, model.device
-    model.flow.train()
+    model.train_flows()
     perm = torch.randperm(len(data.train_images), generator=state.gen).tolist()
     sums = {'loss': 0.0, 'nll': 0.0, 'con': 0.0}
     for step in range(state.steps_per_epoch):
@@ -134,7 +139,8 @@ def train_epoch(
             raise FloatingPointError(f'loss became {loss.item()} at epoch {epoch}')
         state.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(state.params, tc.grad_clip)
+        for params in state.clip_groups:  # each flow as if trained alone
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         state.opt.step()
         state.sched.step()
         sums['loss'] += loss.item()
@@ -145,7 +151,7 @@ def train_epoch(
             f'loss {sums["loss"] / (step + 1):.4f} ({time.time() - start:.0f} s)',
             progress,
         )
-    model.flow.eval()
+    model.train_flows(False)
     entry = {k: v / state.steps_per_epoch for k, v in sums.items()}
     return entry | {
         'epoch': epoch,

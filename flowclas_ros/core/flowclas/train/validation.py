@@ -127,7 +127,7 @@ def calibration(model: FlowClasModel, val: Validation, device: torch.device) -> 
 
     With ``train.threshold_on: outlines`` the validation images with anomalies are scored too.
     """
-    model.flow.eval()
+    model.train_flows(False)
     scores, norms = [], []
     with torch.no_grad():
         for image in val.normal:  # one by one: a cascade's scores and norms differ in grid
