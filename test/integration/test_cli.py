@@ -557,14 +557,21 @@ def test_road_preset_trains_and_centres_every_frame(data, tmp_path):
     assert config['size_policy'] == 'keep_aspect'
     assert config['train']['paste_placement'] == 'ground'
     assert config['grid_shifts'] == 2
+    assert config['primary_weight'] == 0.3
     detector = Detector.load(model)
     frame = np.asarray(Image.open(next((data / 'test' / 'images').iterdir())).convert('RGB'))
     x = detector.preprocess(frame)
     scores, _ = detector.engine(x)
     assert scores.shape[-2:] == (x.shape[-2] // 16, x.shape[-1] // 16)  # two stride-32 grids
-    for dy in (0, 1):  # each shifted grid of each frame centred on its own median
-        for dx in (0, 1):
-            assert float(scores[0, dy::2, dx::2].flatten().median()) == 0.0
+    # The score blends two flows' maps; each shifted grid of each is centred on its own median.
+    parts = []
+    for share in (0.0, 1.0):  # the main flow's map alone, then the primary flow's
+        detector.model.config.primary_weight = share
+        parts.append(detector.engine(x)[0])
+        for dy in (0, 1):
+            for dx in (0, 1):
+                assert float(parts[-1][0, dy::2, dx::2].flatten().median()) == 0.0
+    torch.testing.assert_close(scores, 0.7 * parts[0] + 0.3 * parts[1])
     out = tmp_path / 'm.json'
     r = run('eval', '--model', str(model), '--data', str(data / 'test'), '--json', str(out))
     assert r.returncode == 0, r.stderr
