@@ -382,8 +382,8 @@ class ModelConfig:
     )
     # > 0: a second flow on the primary encoder's channels alone (EfficientNet-Lite under
     # ``backbone.extra``), trained beside the main flow; the score map is this share of its
-    # (smoothed, centred) map and the rest the main flow's. On road scenes the joint density
-    # missed dark objects on dark asphalt that the CNN's own density catches (docs/road.md).
+    # (smoothed, centred) map and the rest the main flow's. On road scenes the CNN's own density
+    # lit less of the street around the weakest obstacles than the joint one (docs/road.md).
     primary_weight: float = _option(
         0.0, "share of the score from a second flow on the primary encoder's channels alone"
     )
