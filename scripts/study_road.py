@@ -100,8 +100,8 @@ def _flow_key(config: ModelConfig, base: ModelConfig, images: list[str]) -> str:
     ``primary_weight`` only shares the scores out, so any value above 0 names the same flows
     (and 0 the names saved before it existed).
     """
-    d = _as_trained(config)
-    d.update({k: _as_trained(base)[k] for k in SCORING_KEYS})
+    d, b = _as_trained(config), _as_trained(base)
+    d.update({k: b[k] for k in SCORING_KEYS})
     if d.pop('primary_weight'):
         d['primary_flow'] = True
     return _digest([d, images])

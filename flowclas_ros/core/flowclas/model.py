@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 import time
-from typing import cast
 
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
@@ -69,7 +68,9 @@ class FlowClasModel(nn.Module):
         self.primary_flow: Flow | None = None
         self.primary_head: nn.Conv2d | None = None
         if config.primary_weight > 0:
-            n = cast(Stacked, backbone).primary.out_dim  # check_values: extra is set
+            if not isinstance(backbone, Stacked) or config.context_window > 1:
+                raise ConfigError('primary_weight needs backbone.extra and no context_window')
+            n = backbone.primary.out_dim
             self.primary_flow = Flow(n, f.steps, f.hidden_ratio, f.clamp, f.seed)
             self.primary_head = nn.Conv2d(n, config.train.embed_dim, 1)
         self.fine = FineLevel(config.fine) if config.fine is not None else None

@@ -84,3 +84,10 @@ def test_both_flows_round_trip_through_the_model_directory(model, tmp_path):
 def test_settings_no_model_could_use_are_refused(change, message):
     with pytest.raises(ConfigError, match=message):
         ModelConfig.from_dict(ModelConfig().to_dict() | change)
+
+
+def test_a_model_built_without_an_extra_encoder_is_refused_by_name():
+    # Set attribute by attribute (the Python API), so from_dict's checks never ran.
+    config = ModelConfig(backbone=BackboneConfig(), input_size=[64, 96], primary_weight=W)
+    with pytest.raises(ConfigError, match='primary_weight needs backbone.extra'):
+        build_model(config)
