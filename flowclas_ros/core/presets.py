@@ -10,10 +10,11 @@ the shipped presets were chosen on the development sets named in ``docs/`` and n
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from flowclas_ros.core.config import ModelConfig, read_object
+from flowclas_ros.core.config import FineConfig, ModelConfig, read_object
 from flowclas_ros.core.errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -78,4 +79,8 @@ def preset_config(name: str) -> ModelConfig:
                 f'unknown preset {name!r}: choose from {", ".join(PRESETS)} or give a JSON file'
             )
         over = read_object(path, 'preset', ConfigError)
-    return ModelConfig.from_dict(_merge(ModelConfig().to_dict(), over))
+    base = ModelConfig().to_dict()
+    # A preset's fine level is laid over today's, not read as one saved before its keys existed.
+    if isinstance(over.get('fine'), dict):
+        base['fine'] = dataclasses.asdict(FineConfig())
+    return ModelConfig.from_dict(_merge(base, over))

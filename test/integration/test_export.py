@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import onnx
 import onnxruntime
+from PIL import Image
 import pytest
 import torch
 
@@ -25,6 +26,7 @@ from flowclas_ros.core.engines.tensorrt import (
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.export import INPUT_NAME, OUTPUT_NAMES, export_onnx, model_fingerprint
 from flowclas_ros.core.flowclas.model import build_model, load_model, save_model
+from flowclas_ros.core.flowclas.refine import MemoryBank
 from flowclas_ros.core.inference import Detector
 
 # Largest |ONNX Runtime - PyTorch| allowed on raw scores (NLL per dimension, about 1-3).
@@ -107,14 +109,20 @@ def primary_dir(tmp_path_factory, vit_weights):
 @pytest.fixture(scope='module')
 def cascade_dir(tmp_path_factory):
     """EfficientNet-Lite0 with a stride-8 fine level tapped from the same pass (two outputs'
-    grids differ: scores on the fine one, latent norms on the coarse one)."""
+    grids differ: scores on the fine one, latent norms on the coarse one), its bank in two
+    chunks."""
     config = ModelConfig(
-        backbone=BackboneConfig(), input_size=[224, 320], refine='cascade', fine=FineConfig()
+        backbone=BackboneConfig(),
+        input_size=[224, 320],
+        refine='cascade',
+        fine=FineConfig(bank_size=MemoryBank.CHUNK + 100),
     )
     config.fine.coarse = LevelStats(center=1.0, width=0.2)  # a gate most cells pass
     config.fine.fine = LevelStats(center=1.0, width=0.5)
     directory = tmp_path_factory.mktemp('cascade') / 'model'
-    save_model(build_model(config), directory)
+    model = build_model(config)
+    model.fine.density.bank.normal_(generator=torch.Generator().manual_seed(0))
+    save_model(model, directory)
     return directory
 
 
@@ -329,13 +337,15 @@ def test_bench_cli_compares_backends(cascade_dir, tmp_path):
     assert result['median_ms']['superpixels'] > 0
     assert result['median_ms']['consistency'] > 0
     assert 'superpixels' in r.stdout.splitlines()[1]
+    picture = tmp_path / 'frame.png'
+    Image.fromarray(np.full((30, 40, 3), 128, np.uint8)).save(picture)
     r = _cli(
         'bench', '--model', str(cascade_dir), '--frame-size', '96', '128', '--iterations', '2',
-        '--warmup', '1', '--json', str(out),
+        '--warmup', '1', '--image', str(picture), '--json', str(out),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     (result,) = json.loads(out.read_text())
-    assert result['median_ms']['refine'] > 0  # the fine flow and fusion, timed apart
+    assert result['median_ms']['refine'] > 0  # the fine density and fusion, timed apart
 
 
 @pytest.mark.slow

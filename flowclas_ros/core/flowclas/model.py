@@ -23,7 +23,7 @@ from flowclas_ros.core.data.images import SIZE_POLICIES
 from flowclas_ros.core.device import DEFAULT_DEVICE, torch_device
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.flowclas.flow import Flow
-from flowclas_ros.core.flowclas.refine import FineLevel, cascade, standardize
+from flowclas_ros.core.flowclas.refine import FineLevel, cascade, on_grid, standardize
 from flowclas_ros.core.flowclas.scoring import frame_median, smooth
 from flowclas_ros.core.jsonio import write_atomic
 
@@ -192,8 +192,9 @@ class FlowClasModel(nn.Module):
     def refined(self, scores: torch.Tensor, fine_feats: torch.Tensor) -> torch.Tensor:
         """The cascade of the coarse ``scores`` and the fine level's on ``fine_feats``, as z."""
         c = self.config.fine
-        fine = self.fine.scores(fine_feats)
-        return cascade(standardize(scores, c.coarse), standardize(fine, c.fine), c.gate)
+        coarse = standardize(scores, c.coarse)
+        fine = self.fine.scores(fine_feats, on_grid(coarse, fine_feats.shape[-2:]) > c.gate)
+        return cascade(coarse, standardize(fine, c.fine), c.gate, c.weight)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return upsample(self.maps(images)[0], images.shape[-2:])
@@ -271,7 +272,7 @@ def _trained_parts(model: FlowClasModel) -> dict[str, nn.Module]:
     parts: dict[str, nn.Module] = {'flow': model.flow, 'head': model.head}
     if model.primary_flow is not None and model.primary_head is not None:
         parts |= {'primary_flow': model.primary_flow, 'primary_head': model.primary_head}
-    return parts | ({'fine': model.fine.flow} if model.fine is not None else {})
+    return parts | ({'fine': model.fine.density} if model.fine is not None else {})
 
 
 def trained_state(model: FlowClasModel) -> dict[str, torch.Tensor]:

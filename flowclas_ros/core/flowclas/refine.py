@@ -30,44 +30,121 @@ from flowclas_ros.core.config import (
 )
 from flowclas_ros.core.errors import ConfigError, InputError
 from flowclas_ros.core.flowclas.flow import Flow
-from flowclas_ros.core.flowclas.scoring import smooth
+from flowclas_ros.core.flowclas.scoring import smooth, smoothing_radius
 from flowclas_ros.core.geometry import check_registered
 
 # Standard-normal 99th percentile: LevelStats put each level's normal p99 there.
 _Z99 = 2.326
 
 
+class MemoryBank(nn.Module):
+    """Fine cells scored by the distance to the nearest of a bank of training cells.
+
+    Each cell is first averaged with its 3 x 3 neighbours, so a score reads a small patch rather
+    than one activation (Magnetic-Tile tune half, the nearest-neighbour map alone: AP 0.109 ->
+    0.177). The zero padding is kept on purpose: it sets the frame's border cells apart, so they
+    are compared with the training frames' borders (the cascade's AP 0.346 -> 0.360 there).
+    """
+
+    POOL = 3
+    # Bank rows compared at once: bounds the distance matrix to (cells x CHUNK).
+    CHUNK = 8192
+
+    def __init__(self, channels: int, size: int) -> None:
+        super().__init__()
+        self.register_buffer('bank', torch.zeros(size, channels))
+        self.channels = channels
+
+    def embed(self, feats: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` -> each image's pooled cells ``(B, h * w, C)``."""
+        pooled = F.avg_pool2d(feats, self.POOL, 1, self.POOL // 2)
+        return pooled.permute(0, 2, 3, 1).flatten(1, 2)
+
+    def fill(self, cells: torch.Tensor, generator: torch.Generator) -> None:
+        """Keep ``len(self.bank)`` of ``cells`` drawn at random (all of them when fewer)."""
+        if len(cells) > len(self.bank):
+            cells = cells[torch.randperm(len(cells), generator=generator)[: len(self.bank)]]
+        self.bank = cells.float().to(self.bank.device)
+
+    def forward(self, feats: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        """Nearest-neighbour distance per cell ``(B, h, w)``, in float32 whatever the autocast.
+
+        ``where`` ``(B, h, w)`` bool: only those cells are searched (the rest read 0), which is
+        most of the cost saved when few cells need a fine score. |q - b|^2 = |q|^2 + |b|^2 -
+        2 q.b loses the distance to cancellation in half precision.
+        """
+        b, _, h, w = feats.shape
+        with torch.autocast(feats.device.type, enabled=False):
+            cells = self.embed(feats.float()).flatten(0, 1)
+            q = cells
+            if where is not None:
+                picked = where.flatten().nonzero()[:, 0]
+                q = cells.index_select(0, picked)
+            bank = self.bank.float()
+            best = None
+            for start in range(0, len(bank), self.CHUNK):
+                rows = bank[start : start + self.CHUNK]
+                d = (rows * rows).sum(1) - 2 * q @ rows.T
+                m = d.min(1).values
+                best = m if best is None else torch.minimum(best, m)
+            dist = (best + (q * q).sum(1)).clamp(min=0).sqrt()
+            if where is not None:
+                dist = cells.new_zeros(len(cells)).scatter(0, picked, dist)
+        return dist.reshape(b, h, w)
+
+
 class FineLevel(nn.Module):
-    """A frozen encoder at a fine stride and the small flow fitted to its features."""
+    """A frozen encoder at a fine stride and the density fitted to its features."""
 
     def __init__(self, config: FineConfig) -> None:
         super().__init__()
         b = config.backbone
         self.backbone = build_backbone(b.name, b.weights, b.layers)
+        channels = self.backbone.out_dim
         f = config.flow
-        self.flow = Flow(self.backbone.out_dim, f.steps, f.hidden_ratio, f.clamp, f.seed)
+        self.density: nn.Module = (
+            MemoryBank(channels, config.bank_size)
+            if config.density == 'knn'
+            else Flow(channels, f.steps, f.hidden_ratio, f.clamp, f.seed)
+        )
         self.config = config
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.backbone(images)
 
-    def scores(self, feats: torch.Tensor) -> torch.Tensor:
-        """Raw NLL per dimension ``(B, h, w)``, smoothed by ``config.smoothing``."""
-        log_prob, _ = self.flow.log_prob(feats)
-        return smooth(-log_prob / self.flow.channels, self.config.smoothing)
+    def scores(self, feats: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw scores ``(B, h, w)`` (distance, or NLL per dimension), smoothed.
+
+        ``where`` (bool, ``(B, h, w)``): the cells whose score will be used. A bank then searches
+        only those and the neighbours their smoothing reads; other cells are not meaningful.
+        """
+        if isinstance(self.density, MemoryBank):
+            if where is not None:
+                r = smoothing_radius(self.config.smoothing)
+                where = F.max_pool2d(where[:, None].float(), 2 * r + 1, 1, r)[:, 0] > 0
+            raw = self.density(feats, where)
+        else:
+            log_prob, _ = self.density.log_prob(feats)
+            raw = -log_prob / self.density.channels
+        return smooth(raw, self.config.smoothing)
 
 
 def standardize(scores: torch.Tensor, stats: LevelStats) -> torch.Tensor:
     return (scores - stats.center) / stats.width
 
 
-def cascade(coarse_z: torch.Tensor, fine_z: torch.Tensor, gate: float) -> torch.Tensor:
-    """Coarse z on the fine grid, plus ``max(fine z, 0)`` where the coarse z exceeds ``gate``."""
-    coarse = F.interpolate(
-        coarse_z[:, None], size=fine_z.shape[-2:], mode='bilinear', align_corners=False
-    )[:, 0]
-    return torch.where(coarse > gate, coarse + fine_z.clamp(min=0), coarse)
+def on_grid(coarse_z: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``(B, h, w)`` maps resized bilinearly to the fine grid ``size``."""
+    return F.interpolate(coarse_z[:, None], size=size, mode='bilinear', align_corners=False)[:, 0]
+
+
+def cascade(
+    coarse_z: torch.Tensor, fine_z: torch.Tensor, gate: float, weight: float = 1.0
+) -> torch.Tensor:
+    """Coarse z on the fine grid, plus ``weight * max(fine z, 0)`` where it exceeds ``gate``."""
+    coarse = on_grid(coarse_z, fine_z.shape[-2:])
+    return torch.where(coarse > gate, coarse + weight * fine_z.clamp(min=0), coarse)
 
 
 def fit_stats(maps: Sequence[np.ndarray]) -> LevelStats:

@@ -72,11 +72,16 @@ def uncalibrate(calibrated: np.ndarray, calibration: Calibration) -> np.ndarray:
     return calibration.center + calibration.width * z
 
 
+def smoothing_radius(sigma: float) -> int:
+    """How many cells each side ``smooth`` reads."""
+    return math.ceil(3 * sigma) if sigma > 0 else 0
+
+
 def smooth(scores: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of ``(B, h, w)`` maps; edges replicate, so borders stay unbiased."""
     if sigma <= 0:
         return scores
-    radius = math.ceil(3 * sigma)
+    radius = smoothing_radius(sigma)
     t = torch.arange(-radius, radius + 1, dtype=scores.dtype, device=scores.device)
     kernel = torch.exp(-0.5 * (t / sigma) ** 2)
     kernel = kernel / kernel.sum()

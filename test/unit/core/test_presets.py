@@ -5,7 +5,7 @@ import json
 import pytest
 
 from flowclas_ros.cli.train import config_from_args, parser
-from flowclas_ros.core.config import ModelConfig
+from flowclas_ros.core.config import FineConfig, ModelConfig
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.presets import PRESETS, preset_config
 
@@ -43,6 +43,13 @@ def test_a_preset_file_is_laid_over_the_defaults_and_checked(tmp_path):
         preset_config(str(path))
     with pytest.raises(ConfigError, match='unknown preset'):
         preset_config('motorway')
+
+
+def test_a_preset_files_fine_level_is_laid_over_todays_defaults(tmp_path):
+    path = tmp_path / 'site.json'
+    path.write_text(json.dumps({'refine': 'cascade', 'fine': {'gate': 3.0}}))
+    fine = preset_config(str(path)).fine
+    assert fine == FineConfig(gate=3.0)  # the bank at weight 2, not a saved flow's weight 1
 
 
 def test_options_override_the_preset_and_options_left_out_do_not():

@@ -26,6 +26,7 @@ from flowclas_ros.core.flowclas.model import (
     upsample,
 )
 from flowclas_ros.core.flowclas.refine import (
+    MemoryBank,
     cascade,
     choose_refine,
     fit_stats,
@@ -55,6 +56,36 @@ def test_cascade_adds_positive_fine_detail_only_above_the_gate():
     np.testing.assert_allclose(out.numpy(), [[[1.0, 1.5, 7.5, 3.0]]])
     # A gate above every coarse value leaves the coarse map alone.
     np.testing.assert_allclose(cascade(coarse, fine, gate=9.0).numpy(), [[[1.0, 1.5, 2.5, 3.0]]])
+    out = cascade(coarse, fine, 2.0, weight=2.0)
+    np.testing.assert_allclose(out.numpy(), [[[1.0, 1.5, 12.5, 3.0]]])
+
+
+def test_a_memory_bank_scores_each_pooled_cell_by_its_nearest_bank_row():
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 4, 5, 6, generator=gen)
+    bank = MemoryBank(channels=4, size=7)
+    cells = bank.embed(feats)
+    assert cells.shape == (2, 30, 4)
+    # 3 x 3 means with zero padding: an interior cell averages its 9 neighbours.
+    torch.testing.assert_close(cells[0, 1 * 6 + 1], feats[0, :, :3, :3].mean((1, 2)))
+    bank.fill(torch.randn(50, 4, generator=gen), gen)
+    assert bank.bank.shape == (7, 4)
+    bank.CHUNK = 3  # several chunks, the last one short
+    expected = torch.cdist(cells.flatten(0, 1), bank.bank).min(1).values.reshape(2, 5, 6)
+    torch.testing.assert_close(bank(feats), expected, rtol=0, atol=1e-5)
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # distances stay float32
+        got = bank(feats)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    where = torch.rand(2, 5, 6, generator=gen) > 0.7  # only these cells are searched
+    got = bank(feats, where)
+    torch.testing.assert_close(got[where], expected[where], rtol=0, atol=1e-5)
+    assert (got[~where] == 0).all()
+    assert (bank(feats, torch.zeros_like(where)) == 0).all()
+    # A cell of the bank is at distance 0; fewer cells than rows keep them all.
+    bank.fill(cells[1, :3], gen)
+    assert bank.bank.shape == (3, 4)
+    assert bank(feats)[1, 0, :3].abs().max() < 1e-3
 
 
 def test_level_stats_put_the_median_at_zero_and_the_99th_percentile_at_2_33():
@@ -72,6 +103,9 @@ def test_level_stats_put_the_median_at_zero_and_the_99th_percentile_at_2_33():
         ({'refine': 'cascade'}, "'fine' must be set"),
         ({'fine': {'flow': {'steps': 0}}}, "'fine.flow.steps'"),
         ({'fine': {'fine': {'center': 0.0, 'width': 0.0}}}, "'fine.coarse.width'"),
+        ({'fine': {'density': 'gaussian'}}, "'fine.density' must be one of"),
+        ({'fine': {'bank_size': 0}}, "'fine.bank_size'"),
+        ({'fine': {'weight': 0.0}}, "'fine.weight'"),
     ],
 )
 def test_bad_refine_settings_are_named(changes, message):
@@ -90,6 +124,15 @@ def test_a_fine_level_saved_before_its_own_smoothing_keeps_the_coarse_levels():
         ModelConfig.from_dict(config.to_dict() | {'fine': old['fine'] | {'smoothing': -1.0}})
 
 
+def test_a_fine_level_saved_before_the_bank_keeps_its_flow_at_weight_1():
+    config = ModelConfig(refine='cascade', fine=FineConfig())
+    assert ModelConfig.from_dict(config.to_dict()).fine.density == 'knn'
+    old = config.to_dict()
+    del old['fine']['density'], old['fine']['weight']
+    fine = ModelConfig.from_dict(old).fine
+    assert (fine.density, fine.weight) == ('flow', 1.0)
+
+
 def test_choose_refine_refuses_a_cascade_without_a_fine_level():
     config = ModelConfig()
     choose_refine(config, 'model')
@@ -100,13 +143,19 @@ def test_choose_refine_refuses_a_cascade_without_a_fine_level():
         choose_refine(config, 'slic')
 
 
-def _fine_model(refine='cascade'):
+def _fine_model(refine='cascade', density='knn'):
     config = ModelConfig(
-        input_size=[64, 64], backbone=BackboneConfig(), refine=refine, fine=FineConfig()
+        input_size=[64, 64],
+        backbone=BackboneConfig(),
+        refine=refine,
+        fine=FineConfig(density=density, bank_size=64),
     )
     config.fine.coarse = LevelStats(center=0.5, width=0.2)
     config.fine.fine = LevelStats(center=1.0, width=0.5)
-    return build_model(config).eval()
+    model = build_model(config).eval()
+    if density == 'knn':  # a bank of cells unlike zeros, as a trained one is
+        model.fine.density.bank.normal_(generator=torch.Generator().manual_seed(0))
+    return model
 
 
 def test_a_cascade_scores_on_the_fine_grid_and_keeps_the_coarse_map_below_the_gate():
@@ -126,6 +175,23 @@ def test_a_cascade_scores_on_the_fine_grid_and_keeps_the_coarse_map_below_the_ga
     with torch.no_grad():
         unrefined, _ = model.maps(batch)
     torch.testing.assert_close(unrefined, standardize(coarse, model.config.fine.coarse))
+
+
+def test_the_bank_searches_only_the_gated_cells_and_their_smoothing_neighbours():
+    model = _fine_model()
+    batch = to_batch([smooth_image(96, 128, seed=4)], (96, 128))
+    with torch.no_grad():
+        coarse, _ = model.patch_maps(model.features(batch))
+        fine_feats = model.fine.features(batch)
+        c = model.config.fine
+        # About a third of the coarse cells pass the gate.
+        c.coarse = LevelStats(center=float(coarse.quantile(0.7)) - c.gate, width=1.0)
+        z = standardize(coarse, c.coarse)
+        every_cell = cascade(z, standardize(model.fine.scores(fine_feats), c.fine), c.gate, 2.0)
+        gated = model.refined(coarse, fine_feats)
+    passed = upsample(z, gated.shape[-2:]) > c.gate
+    assert 0 < passed.float().mean() < 0.9
+    torch.testing.assert_close(gated, every_cell, rtol=1e-5, atol=1e-5)
 
 
 def test_a_fine_level_on_the_coarse_trunk_shares_its_pass_and_scores_the_same():
@@ -166,10 +232,11 @@ def test_a_fine_level_unlike_the_coarse_trunk_keeps_its_own_encoder(fine_backbon
     assert shared_fine_stride(config, dino.backbone) is None  # a ViT has no stride-8 block
 
 
-def test_the_fine_flow_is_saved_loaded_and_checked(tmp_path):
-    model = _fine_model()
+@pytest.mark.parametrize('density', ['knn', 'flow'])
+def test_the_fine_density_is_saved_loaded_and_checked(density, tmp_path):
+    model = _fine_model(density=density)
     with torch.no_grad():
-        next(model.fine.flow.parameters()).add_(0.25)  # differ from a fresh build
+        next(iter(model.fine.density.state_dict().values())).add_(0.25)  # unlike a fresh build
     save_model(model, tmp_path / 'm')
     state = trained_state(model)
     assert any(k.startswith('fine.') for k in state)

@@ -1,10 +1,11 @@
 # Copyright 2026 The flowclas_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""The cascade's fine level, trained after the coarse flow on the same training images.
+"""The cascade's fine level, fitted after the coarse flow on the same training images.
 
-Likelihood alone, on clean images: the fine level only has to say which pixels within a region
-the coarse level already marks are unusual, so it needs no pseudo-outliers to learn a border
-between normal and anomalous (the coarse level's contrastive term did that).
+On clean images alone: the fine level only has to say which pixels within a region the coarse
+level already marks are unusual, so it needs no pseudo-outliers to learn a border between
+normal and anomalous (the coarse level's contrastive term did that). A bank is a draw of the
+images' cells; a flow is trained by likelihood.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.flowclas.model import FlowClasModel
-from flowclas_ros.core.flowclas.refine import FineLevel, fit_stats
+from flowclas_ros.core.flowclas.refine import FineLevel, MemoryBank, fit_stats
 from flowclas_ros.core.flowclas.train.batching import by_size, cosine_schedule, each_image
 
 
@@ -26,19 +27,26 @@ def _fine_level(model: FlowClasModel) -> FineLevel:
 
 
 def train_fine(model: FlowClasModel, images: list[torch.Tensor]) -> list[float]:
-    """Fit ``model.fine.flow`` to the fine features of ``images``; the mean NLL per epoch."""
+    """Fit the fine density to the fine features of ``images``; a flow's mean NLL per epoch."""
     fine, tc = _fine_level(model), model.config.train
     device = model.device
+    gen = torch.Generator().manual_seed(tc.seed + 5)
+    if isinstance(fine.density, MemoryBank):
+        bank = fine.density
+        cells = each_image(lambda x: bank.embed(fine.features(x)).half(), images, device)
+        bank.fill(torch.cat(cells), gen)
+        model.config.fine.bank_size = len(bank.bank)
+        return []
+    flow = fine.density
     feats = each_image(lambda x: fine.features(x).half(), images, device)
-    params = list(fine.flow.parameters())
+    params = list(flow.parameters())
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     steps = math.ceil(len(images) / tc.batch_size)
     total = model.config.fine.epochs * steps
     warmup = max(1, int(tc.warmup_fraction * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_schedule(s, total, warmup))
-    gen = torch.Generator().manual_seed(tc.seed + 5)
     history = []
-    fine.flow.train()
+    flow.train()
     for _ in range(model.config.fine.epochs):
         perm = torch.randperm(len(images), generator=gen).tolist()
         sum_nll = 0.0
@@ -48,8 +56,8 @@ def train_fine(model: FlowClasModel, images: list[torch.Tensor]) -> list[float]:
             for group in by_size(batch, feats):
                 x = torch.stack([feats[i] for i in group]).to(device).float()
                 x = x + tc.feature_noise * torch.randn(x.shape, generator=gen).to(device)
-                log_probs.append(fine.flow.log_prob(x)[0].flatten())
-            nll = -torch.cat(log_probs).mean() / fine.flow.channels
+                log_probs.append(flow.log_prob(x)[0].flatten())
+            nll = -torch.cat(log_probs).mean() / flow.channels
             if not torch.isfinite(nll):
                 raise FloatingPointError(f'fine-level loss became {nll.item()}')
             opt.zero_grad(set_to_none=True)
@@ -59,7 +67,7 @@ def train_fine(model: FlowClasModel, images: list[torch.Tensor]) -> list[float]:
             sched.step()
             sum_nll += nll.item()
         history.append(sum_nll / steps)
-    fine.flow.eval()
+    flow.eval()
     return history
 
 
