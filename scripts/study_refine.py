@@ -44,7 +44,11 @@ def main() -> None:
         '--fine-smoothing', type=float, nargs='*', default=[],
         help="fine-level sigmas to compare (default: the model's), each z-scaled on --normal",
     )  # fmt: skip
-    p.add_argument('--normal', help='normal images to refit the fine z-scale on')
+    p.add_argument(
+        '--normal',
+        help='normal images to refit the fine z-scale on (for a bank, not the ones it was drawn '
+        'from)',
+    )
     p.add_argument('--normal-every', type=int, default=10, help='every Nth of --normal')
     args = p.parse_args()
     if args.fine_smoothing and not args.normal:
