@@ -420,15 +420,17 @@ class ModelConfig:
         # Version 1 models resized every frame to input_size.
         if isinstance(version, int) and version < 2 and 'size_policy' not in data:
             checked['size_policy'] = 'fixed'
-        # Fine levels saved before they had their own smoothing used the coarse level's.
+        # Fine levels saved before they had their own smoothing used the coarse level's; before
+        # the bank they were a flow whose z was added at weight 1.
         fine = checked.get('fine')
-        if fine is not None and 'smoothing' not in data['fine']:
-            fine.smoothing = checked.get('score_smoothing', cls.score_smoothing)
-        # ... and before the bank, a flow whose z was added at weight 1.
-        if fine is not None and 'density' not in data['fine']:
-            fine.density = 'flow'
-        if fine is not None and 'weight' not in data['fine']:
-            fine.weight = 1.0
+        if fine is not None:
+            saved = data['fine']
+            if 'smoothing' not in saved:
+                fine.smoothing = checked.get('score_smoothing', cls.score_smoothing)
+            if 'density' not in saved:
+                fine.density = 'flow'
+            if 'weight' not in saved:
+                fine.weight = 1.0
         config = cls(**checked)
         config.check_values()
         return config

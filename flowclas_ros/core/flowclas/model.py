@@ -192,8 +192,8 @@ class FlowClasModel(nn.Module):
     def refined(self, scores: torch.Tensor, fine_feats: torch.Tensor) -> torch.Tensor:
         """The cascade of the coarse ``scores`` and the fine level's on ``fine_feats``, as z."""
         c = self.config.fine
-        coarse = standardize(scores, c.coarse)
-        fine = self.fine.scores(fine_feats, on_grid(coarse, fine_feats.shape[-2:]) > c.gate)
+        coarse = on_grid(standardize(scores, c.coarse), fine_feats.shape[-2:])
+        fine = self.fine.scores(fine_feats, coarse > c.gate)
         return cascade(coarse, standardize(fine, c.fine), c.gate, c.weight)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

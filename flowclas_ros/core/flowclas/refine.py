@@ -53,7 +53,6 @@ class MemoryBank(nn.Module):
     def __init__(self, channels: int, size: int) -> None:
         super().__init__()
         self.register_buffer('bank', torch.zeros(size, channels))
-        self.channels = channels
 
     def embed(self, feats: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` -> each image's pooled cells ``(B, h * w, C)``."""
@@ -135,7 +134,9 @@ def standardize(scores: torch.Tensor, stats: LevelStats) -> torch.Tensor:
 
 
 def on_grid(coarse_z: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """``(B, h, w)`` maps resized bilinearly to the fine grid ``size``."""
+    """``(B, h, w)`` maps resized bilinearly to the fine grid ``size`` (as they are if there)."""
+    if tuple(coarse_z.shape[-2:]) == tuple(size):
+        return coarse_z
     return F.interpolate(coarse_z[:, None], size=size, mode='bilinear', align_corners=False)[:, 0]
 
 
