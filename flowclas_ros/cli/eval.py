@@ -54,7 +54,10 @@ def parser() -> argparse.ArgumentParser:
         help='mask rule for the output bag and panels (all rules are measured)',
     )
     p.add_argument(
-        '--threshold', type=float, default=MaskRule.threshold, help='fixed: calibrated threshold'
+        '--threshold',
+        type=float,
+        default=MaskRule.threshold,
+        help='fixed, fixed_nfa: calibrated threshold',
     )
     p.add_argument(
         '--target-fpr', type=float, default=MaskRule.target_fpr, help='fpr: false-positive rate'
@@ -182,7 +185,7 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
         else:
             evaluation = None
             for frame in frames():
-                emit(frame, *detector.detect(frame.rgb, rule.mode == 'nfa', segments))
+                emit(frame, *detector.detect(frame.rgb, rule.reads_norms, segments))
     info = {'out_bag': str(out_bag), 'frames_written': written, 'rejected': frames.rejected}
     return evaluation, info
 

@@ -153,6 +153,8 @@ class _Masks:
             replace(rule, mode='fpr'),
             replace(rule, mode='nfa', nfa_null='chi2'),
             replace(rule, mode='nfa', nfa_null='fitted'),
+            replace(rule, mode='fixed_nfa', nfa_null='chi2'),
+            replace(rule, mode='fixed_nfa', nfa_null='fitted'),
         ]
         self.rules = {
             rule_name(r): r for r in candidates if missing(r, calibration, bool(channels)) is None

@@ -246,7 +246,7 @@ class Detector:
                 hits = threshold_hits(values, rule, calibration)
                 images['mask'] = (hits.astype(np.uint8) if on_host else hits.to(torch.uint8)) * 255
             else:
-                host_norms = self.host_norms(norms) if rule.mode == 'nfa' else None
+                host_norms = self.host_norms(norms) if rule.reads_norms else None
                 images['mask'] = self.mask(scores.cpu().numpy(), host_norms, rule)
         if 'heatmap' in outputs or 'overlay' in outputs:
             colour = heatmap(values, *score_range)

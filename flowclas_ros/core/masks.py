@@ -1,13 +1,15 @@
 # Copyright 2026 The flowclas_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Binary anomaly masks from a frame's scores, by one of three rules.
+"""Binary anomaly masks from a frame's scores, by one of four rules.
 
 ``fixed``: calibrated score >= ``threshold``. ``fpr``: the thresholds that mark
 ``target_fpr`` of normal validation pixels, applied only in frames whose largest score is
 above the threshold that flags ``target_fpr`` of normal validation frames. ``nfa``: the a
 contrario regions of the latent norms with log10 NFA < ``log10_epsilon``, no tuning at all,
 under the chi-square null with C degrees of freedom (``nfa_null='chi2'``, U-Flow's) or the
-``scale * chi2(dof)`` fitted on normal validation patches (``'fitted'``).
+``scale * chi2(dof)`` fitted on normal validation patches (``'fitted'``). ``fixed_nfa``: the
+``fixed`` rule's regions that meet an ``nfa`` region, so the a contrario test says which
+regions are real and the (refined) scores say their shape.
 
 Any rule's regions can then be trimmed to their cores (``peak_fraction``): a region above a
 threshold is a blob around its anomaly, since the detector's map is smooth at its cell size, so
@@ -32,12 +34,15 @@ from flowclas_ros.core.geometry import EIGHT_CONNECTED
 from flowclas_ros.core.thresholds.fpr import TARGET_FPR_TEXT, fpr_thresholds, valid_target_fpr
 from flowclas_ros.core.thresholds.nfa import nfa_mask
 
-MASK_MODES = ('fixed', 'fpr', 'nfa')
+MASK_MODES = ('fixed', 'fpr', 'nfa', 'fixed_nfa')
 # Rules that only compare each pixel's score with a threshold (no region analysis).
 THRESHOLD_MODES = ('fixed', 'fpr')
+# Rules that read the latent norms (the a contrario test).
+NFA_MODES = ('nfa', 'fixed_nfa')
 NFA_NULLS = ('chi2', 'fitted')
-# Regions are trimmed to their peaks on a copy of the frame at most this many pixels a side.
-TRIM_SIDE = 320
+# Regions are labelled (to trim them, or to match them with NFA regions) on a copy of the
+# frame at most this many pixels a side.
+REGION_SIDE = 320
 # A ``mask_peak_fraction`` setting (node parameter, tool option) that defers to the model's.
 MODEL_PEAK_FRACTION = -1.0
 
@@ -68,6 +73,10 @@ class MaskRule:
         if self.min_area < 0:
             raise ConfigError(f'mask_min_area must be >= 0, got {self.min_area}')
 
+    @property
+    def reads_norms(self) -> bool:
+        return self.mode in NFA_MODES
+
     @classmethod
     def from_settings(cls, s: object) -> MaskRule:
         """From the names the node parameters and the tools' options share (``mask_mode``...).
@@ -86,8 +95,9 @@ class MaskRule:
 
 
 def rule_name(rule: MaskRule) -> str:
-    """``fixed``, ``fpr``, ``nfa`` or ``nfa_fitted``: how reports label a rule."""
-    return 'nfa_fitted' if rule.mode == 'nfa' and rule.nfa_null == 'fitted' else rule.mode
+    """How reports label a rule: its mode, with ``_fitted`` for an NFA rule's fitted null."""
+    fitted = rule.reads_norms and rule.nfa_null == 'fitted'
+    return f'{rule.mode}_fitted' if fitted else rule.mode
 
 
 def missing(rule: MaskRule, calibration: Calibration, has_norms: bool) -> str | None:
@@ -97,9 +107,9 @@ def missing(rule: MaskRule, calibration: Calibration, has_norms: bool) -> str | 
             'the model has no false-positive-rate table (trained before it existed); '
             'run flowclas-calibrate on normal images, or use mask_mode fixed or nfa'
         )
-    if rule.mode == 'nfa' and not has_norms:
-        return 'mask mode nfa needs the latent norms, and recorded scores have none'
-    if rule.mode == 'nfa' and rule.nfa_null == 'fitted' and calibration.latent_null is None:
+    if rule.reads_norms and not has_norms:
+        return f'mask mode {rule.mode} needs the latent norms, and recorded scores have none'
+    if rule.reads_norms and rule.nfa_null == 'fitted' and calibration.latent_null is None:
         return (
             'the model has no fitted latent null (trained before it existed); '
             'run flowclas-calibrate on normal images, or use nfa_null chi2'
@@ -132,7 +142,7 @@ def anomaly_mask(
 
     Args:
         scores: calibrated scores (H, W).
-        norms: latent norms on the patch grid (h, w); only the ``nfa`` rule reads them.
+        norms: latent norms on the patch grid (h, w); only the ``nfa`` rules read them.
         rule: the rule and its settings.
         calibration: the model's calibration (``fpr`` reads its table).
         channels: latent dimensions, the chi-square degrees of freedom of the ``chi2`` null.
@@ -144,7 +154,11 @@ def anomaly_mask(
         dof = channels
         if rule.nfa_null == 'fitted':
             norms, dof = norms / calibration.latent_null.scale, calibration.latent_null.dof
-        hits = resize_mask(nfa_mask(norms, dof, rule.log10_epsilon), scores.shape)
+        regions = nfa_mask(norms, dof, rule.log10_epsilon)
+        if rule.mode == 'nfa':
+            hits = resize_mask(regions, scores.shape)
+        else:
+            hits = regions_meeting(scores >= rule.threshold, regions)
     hits = trim_to_peaks(hits, scores, peak_fraction(rule, calibration), calibration)
     return drop_small(hits, rule.min_area).astype(np.uint8) * 255
 
@@ -172,6 +186,39 @@ def peak_fraction(rule: MaskRule, calibration: Calibration) -> float:
     return calibration.peak_fraction if rule.peak_fraction is None else rule.peak_fraction
 
 
+def _labelled(hits: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, int]:
+    """(N, ``hits`` sampled every Nth pixel to at most ``REGION_SIDE`` a side, labels, count).
+
+    Labels are 8-connected. The map is smooth at a cell's size, and labelling a whole
+    1280x720 mask costs tens of milliseconds; a region narrower than N pixels is dropped.
+    """
+    step = max(1, math.ceil(max(hits.shape) / REGION_SIDE))
+    sampled = hits[::step, ::step]
+    labels, count = ndimage.label(sampled, structure=EIGHT_CONNECTED)
+    return step, sampled, labels, count
+
+
+def _full_size(sampled: np.ndarray, step: int, shape: tuple[int, ...]) -> np.ndarray:
+    if step == 1:
+        return sampled
+    return np.repeat(np.repeat(sampled, step, axis=0), step, axis=1)[: shape[0], : shape[1]]
+
+
+def regions_meeting(hits: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """The 8-connected regions of ``hits`` that meet ``regions`` (any grid), whole.
+
+    NFA regions are unions of latent cells: they say that something is there, not its shape.
+    """
+    if not hits.any() or not regions.any():
+        return np.zeros_like(hits)
+    step, sampled, labels, count = _labelled(hits)
+    seeds = resize_mask(regions, sampled.shape) & sampled
+    keep = np.zeros(count + 1, bool)
+    keep[labels[seeds]] = True
+    keep[0] = False
+    return hits & _full_size(keep[labels], step, hits.shape)
+
+
 def trim_to_peaks(
     hits: np.ndarray, scores: np.ndarray, fraction: float, calibration: Calibration
 ) -> np.ndarray:
@@ -179,17 +226,14 @@ def trim_to_peaks(
 
     The way runs from the region's lowest to its highest score on the raw scale (the flow's
     units), where the calibration's saturation near 1 does not squash a strong region. Regions
-    and their heights are found on the frame sampled every Nth pixel to at most ``TRIM_SIDE``
-    pixels a side (the map is smooth at a cell's size, and labelling a whole 1280x720 mask
-    costs tens of milliseconds), so a region narrower than N pixels is dropped.
+    and their heights are found on a sampled copy (``_labelled``).
     """
     if fraction <= 0 or not hits.any():
         return hits
-    step = max(1, math.ceil(max(hits.shape) / TRIM_SIDE))
-    sampled, values = hits[::step, ::step], scores[::step, ::step]
-    labels, count = ndimage.label(sampled, structure=EIGHT_CONNECTED)
+    step, sampled, labels, count = _labelled(hits)
     if count == 0:
         return np.zeros_like(hits)
+    values = scores[::step, ::step]
     ids, inside = labels[sampled] - 1, values[sampled].astype(np.float64)
     low, high = np.full(count, np.inf), np.full(count, -np.inf)
     np.minimum.at(low, ids, inside)  # ndimage.minimum sorts the whole map: 10x slower
@@ -197,10 +241,7 @@ def trim_to_peaks(
     raw_low, raw_high = uncalibrate(low, calibration), uncalibrate(high, calibration)
     raw_level = torch.from_numpy(raw_low + fraction * (raw_high - raw_low))
     level = np.concatenate([[np.inf], np.minimum(calibrate(raw_level, calibration).numpy(), high)])
-    at = level[labels]
-    if step > 1:
-        at = np.repeat(np.repeat(at, step, axis=0), step, axis=1)[: hits.shape[0], : hits.shape[1]]
-    return hits & (scores >= at)
+    return hits & (scores >= _full_size(level[labels], step, hits.shape))
 
 
 def drop_small(hits: np.ndarray, min_area: int) -> np.ndarray:

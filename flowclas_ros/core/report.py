@@ -115,13 +115,16 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _rule_text(name: str, rule: dict) -> str:
-    """A measured rule (``fixed``, ``fpr``, ``nfa``, ``nfa_fitted``) with its settings."""
-    nfa = f'nfa: log10 NFA < {rule["log10_epsilon"]:g}'
+    """A measured rule (``rule_name``) with its settings."""
+    nfa = f'log10 NFA < {rule["log10_epsilon"]:g}'
+    fixed = f'calibrated score >= {rule["threshold"]:g}'
     return {
-        'fixed': f'fixed: calibrated score >= {rule["threshold"]:g}',
+        'fixed': f'fixed: {fixed}',
         'fpr': f'fpr: target false-positive rate {rule["target_fpr"]:g}',
-        'nfa': f'{nfa}, chi2 null',
-        'nfa_fitted': f'{nfa}, fitted null',
+        'nfa': f'nfa: {nfa}, chi2 null',
+        'nfa_fitted': f'nfa: {nfa}, fitted null',
+        'fixed_nfa': f'fixed_nfa: {fixed} where {nfa}, chi2 null',
+        'fixed_nfa_fitted': f'fixed_nfa: {fixed} where {nfa}, fitted null',
     }[name]
 
 

@@ -150,13 +150,13 @@ class NodeParams:
         MaskRule.mode,
         'live',
         'fixed: score >= threshold; fpr: thresholds for target_fpr of normal pixels and frames; '
-        'nfa: a contrario regions, no threshold',
+        'nfa: a contrario regions, no threshold; fixed_nfa: fixed regions that meet an nfa one',
         choices=MASK_MODES,
     )
     threshold: float = _param(
         MaskRule.threshold,
         'live',
-        'mask_mode fixed: threshold on the calibrated score',
+        'mask_mode fixed and fixed_nfa: threshold on the calibrated score',
         low=0.0,
         high=1.0,
     )
@@ -170,15 +170,15 @@ class NodeParams:
     nfa_log10_epsilon: float = _param(
         MaskRule.log10_epsilon,
         'live',
-        'mask_mode nfa: log10 of the false-alarm regions allowed per frame',
+        'mask_mode nfa and fixed_nfa: log10 of the false-alarm regions allowed per frame',
         low=-100.0,
         high=100.0,
     )
     nfa_null: str = _param(
         MaskRule.nfa_null,
         'live',
-        'mask_mode nfa: chi2 (C degrees of freedom, parameter-free) or fitted (on normal '
-        'validation patches: fewer false alarms)',
+        'mask_mode nfa and fixed_nfa: chi2 (C degrees of freedom, parameter-free) or fitted '
+        '(on normal validation patches: fewer false alarms)',
         choices=NFA_NULLS,
     )
     score_range: list[float] = _param(

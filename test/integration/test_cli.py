@@ -270,12 +270,15 @@ def test_eval_measures_every_mask_rule_and_calibrate_refits(data, tmp_path):
     assert r.returncode == 0, r.stderr
     masks = json.loads(out.read_text())['masks']
     assert masks['rule']['mode'] == 'nfa'
-    assert set(masks) == {'rule', 'fixed', 'fpr', 'nfa', 'nfa_fitted', 'oracle'}
+    rules = {'fixed', 'fpr', 'nfa', 'nfa_fitted', 'fixed_nfa', 'fixed_nfa_fitted'}
+    assert set(masks) == rules | {'rule', 'oracle'}
     for mode, rule in (
         ('fixed', MaskRule()),
         ('fpr', MaskRule('fpr')),
         ('nfa', MaskRule('nfa', log10_epsilon=-1)),
         ('nfa_fitted', MaskRule('nfa', log10_epsilon=-1, nfa_null='fitted')),
+        ('fixed_nfa', MaskRule('fixed_nfa', log10_epsilon=-1)),
+        ('fixed_nfa_fitted', MaskRule('fixed_nfa', log10_epsilon=-1, nfa_null='fitted')),
     ):
         miou, alarms = _iou_by_hand(model, data / 'test', rule)
         assert masks[mode]['miou'] == pytest.approx(miou, abs=1e-9), mode

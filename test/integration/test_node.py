@@ -218,11 +218,13 @@ def test_mask_modes_switch_live_and_match_the_core(raw_node, client, model_dir, 
         for rule in (
             MaskRule('nfa'),
             MaskRule('nfa', nfa_null='fitted'),
-            MaskRule('fpr', target_fpr=0.05),
+            MaskRule('fixed_nfa', threshold=0.4, nfa_null='fitted'),
+            MaskRule('fpr', target_fpr=0.05),  # last: the model below has no fpr table
         ):
             results = client.set_parameters(
                 raw_node.name,
                 mask_mode=rule.mode,
+                threshold=rule.threshold,
                 target_fpr=rule.target_fpr,
                 nfa_log10_epsilon=rule.log10_epsilon,
                 nfa_null=rule.nfa_null,

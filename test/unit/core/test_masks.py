@@ -1,6 +1,6 @@
 # Copyright 2026 The flowclas_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""The three mask rules: fixed threshold, target false-positive rate, a contrario NFA."""
+"""The mask rules: fixed threshold, target false-positive rate, a contrario NFA, both."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,13 @@ import torch
 from flowclas_ros.core.config import Calibration, ModelConfig
 from flowclas_ros.core.errors import ConfigError
 from flowclas_ros.core.flowclas.scoring import calibrate, fit_calibration
-from flowclas_ros.core.masks import MaskRule, anomaly_mask, calibrated_fpr_thresholds
+from flowclas_ros.core.masks import (
+    MaskRule,
+    anomaly_mask,
+    calibrated_fpr_thresholds,
+    regions_meeting,
+    rule_name,
+)
 from flowclas_ros.core.thresholds.fpr import LEVELS, fit_fpr_table, fpr_thresholds, resolution
 from flowclas_ros.core.thresholds.nfa import fit_null
 
@@ -137,6 +143,41 @@ def test_nfa_rule_upsamples_the_patch_grid_mask():
     assert not anomaly_mask(scores, quiet, MaskRule('nfa'), Calibration(), dof).any()
     with pytest.raises(ConfigError, match='latent norms'):
         anomaly_mask(scores, None, MaskRule('nfa'), Calibration(), dof)
+
+
+@pytest.mark.parametrize('size', [64, 1280])
+def test_fixed_nfa_keeps_the_fixed_regions_an_nfa_region_meets_whole(size):
+    rng = np.random.default_rng(2)
+    dof = 32
+    z = rng.standard_normal((dof, 16, 16))
+    z[:, 4:10, 6:12] *= 3.0  # the NFA region: image rows 16-40, columns 24-48 of 64
+    norms = (z**2).sum(axis=0)
+    scores = np.zeros((64, 64), np.float32)
+    scores[30:50, 40:60] = 0.9  # meets the region and runs out of it
+    scores[2:8, 2:8] = 0.9  # high, but no NFA region here
+    scores[20:24, 26:30] = 0.3  # inside the region, under the threshold
+    scale = size // 64
+    scores = np.kron(scores, np.ones((scale, scale), np.float32))
+    rule = MaskRule('fixed_nfa', threshold=0.5)
+    mask = anomaly_mask(scores, norms, rule, Calibration(), dof) > 0
+    expected = np.zeros((64, 64), bool)
+    expected[30:50, 40:60] = True
+    np.testing.assert_array_equal(mask, np.kron(expected, np.ones((scale, scale), bool)))
+    quiet = (rng.standard_normal((dof, 16, 16)) ** 2).sum(axis=0)
+    assert not anomaly_mask(scores, quiet, rule, Calibration(), dof).any()
+    assert rule_name(rule) == 'fixed_nfa'
+    assert rule_name(MaskRule('fixed_nfa', nfa_null='fitted')) == 'fixed_nfa_fitted'
+    with pytest.raises(ConfigError, match='fixed_nfa needs the latent norms'):
+        anomaly_mask(scores, None, rule, Calibration(), dof)
+
+
+def test_regions_meeting_a_grid_of_any_size():
+    hits = np.zeros((40, 40), bool)
+    hits[0:10, 0:10] = hits[25:35, 25:35] = True
+    grid = np.zeros((4, 4), bool)
+    grid[3, 3] = True  # the bottom-right tenth of the frame
+    np.testing.assert_array_equal(regions_meeting(hits, grid), hits & (np.arange(40) >= 25))
+    assert not regions_meeting(hits, np.zeros((4, 4), bool)).any()
 
 
 def test_fitted_null_recovers_its_parameters():
