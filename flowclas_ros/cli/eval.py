@@ -114,7 +114,7 @@ def format_table(metrics: dict) -> str:
     for mode, q in metrics['masks'].items():
         if mode == 'rule':
             continue
-        text = f'  mask {mode:<10} mIoU {_num(q["miou"])}'
+        text = f'  mask {mode:<16} mIoU {_num(q["miou"])}'
         if mode == 'oracle':
             text += f'  (best single threshold, calibrated {q["threshold"]:.3f})'
         else:

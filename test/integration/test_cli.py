@@ -284,7 +284,7 @@ def test_eval_measures_every_mask_rule_and_calibrate_refits(data, tmp_path):
         assert masks[mode]['miou'] == pytest.approx(miou, abs=1e-9), mode
         assert masks[mode]['false_alarm_images'] == pytest.approx(alarms), mode
         assert 0 <= masks[mode]['false_alarm_pixels'] <= masks[mode]['false_alarm_images']
-        assert f'mask {mode:<10} mIoU {miou:.4f}' in r.stdout
+        assert f'mask {mode:<16} mIoU {miou:.4f}' in r.stdout
     # No single threshold beats the oracle (up to its bins), the fixed 0.5 included.
     assert masks['oracle']['miou'] >= masks['fixed']['miou'] - 1e-3
     assert 0 < masks['oracle']['threshold'] < 1
