@@ -150,17 +150,24 @@ def anomaly_mask(
     require(rule, calibration, norms is not None)
     if rule.mode in THRESHOLD_MODES:
         hits = threshold_hits(scores, rule, calibration)
-    else:
-        dof = channels
-        if rule.nfa_null == 'fitted':
-            norms, dof = norms / calibration.latent_null.scale, calibration.latent_null.dof
-        regions = nfa_mask(norms, dof, rule.log10_epsilon)
-        if rule.mode == 'nfa':
-            hits = resize_mask(regions, scores.shape)
-        else:
-            hits = regions_meeting(scores >= rule.threshold, regions)
+    elif rule.mode == 'nfa':
+        hits = resize_mask(_nfa_regions(norms, rule, calibration, channels), scores.shape)
+    else:  # fixed_nfa; on most frames of a normal scene nothing passes, and NFA is not searched
+        hits = scores >= rule.threshold
+        if hits.any():
+            hits = regions_meeting(hits, _nfa_regions(norms, rule, calibration, channels))
     hits = trim_to_peaks(hits, scores, peak_fraction(rule, calibration), calibration)
     return drop_small(hits, rule.min_area).astype(np.uint8) * 255
+
+
+def _nfa_regions(
+    norms: np.ndarray, rule: MaskRule, calibration: Calibration, channels: int
+) -> np.ndarray:
+    """The NFA rule's regions on the patch grid, under the rule's null."""
+    dof = channels
+    if rule.nfa_null == 'fitted':
+        norms, dof = norms / calibration.latent_null.scale, calibration.latent_null.dof
+    return nfa_mask(norms, dof, rule.log10_epsilon)
 
 
 def threshold_hits(

@@ -24,7 +24,7 @@ from flowclas_ros.core.device import DEFAULT_DEVICE, torch_device
 from flowclas_ros.core.errors import ConfigError, ModelFileError
 from flowclas_ros.core.flowclas.flow import Flow
 from flowclas_ros.core.flowclas.refine import FineLevel, cascade, on_grid, standardize
-from flowclas_ros.core.flowclas.scoring import frame_median, smooth
+from flowclas_ros.core.flowclas.scoring import frame_median, smooth, upsample
 from flowclas_ros.core.jsonio import write_atomic
 
 CONFIG_FILE = 'config.json'
@@ -229,13 +229,6 @@ def interleave(maps: torch.Tensor) -> torch.Tensor:
     _, h, w = maps.shape
     grid = maps.reshape(2, 2, -1, h, w).permute(2, 3, 0, 4, 1)
     return grid.reshape(-1, 2 * h, 2 * w)
-
-
-def upsample(scores: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bilinear ``(B, h, w)`` -> ``(B, H, W)`` (align_corners False, as the field does)."""
-    return F.interpolate(scores[:, None], size=tuple(size), mode='bilinear', align_corners=False)[
-        :, 0
-    ]
 
 
 def shared_fine_stride(config: ModelConfig, backbone: FeatureExtractor) -> int | None:

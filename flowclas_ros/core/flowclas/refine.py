@@ -30,7 +30,7 @@ from flowclas_ros.core.config import (
 )
 from flowclas_ros.core.errors import ConfigError, InputError
 from flowclas_ros.core.flowclas.flow import Flow
-from flowclas_ros.core.flowclas.scoring import smooth, smoothing_radius
+from flowclas_ros.core.flowclas.scoring import smooth, smoothing_radius, upsample
 from flowclas_ros.core.geometry import check_registered
 
 # Standard-normal 99th percentile: LevelStats put each level's normal p99 there.
@@ -137,7 +137,7 @@ def on_grid(coarse_z: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """``(B, h, w)`` maps resized bilinearly to the fine grid ``size`` (as they are if there)."""
     if tuple(coarse_z.shape[-2:]) == tuple(size):
         return coarse_z
-    return F.interpolate(coarse_z[:, None], size=size, mode='bilinear', align_corners=False)[:, 0]
+    return upsample(coarse_z, size)
 
 
 def cascade(

@@ -72,6 +72,13 @@ def uncalibrate(calibrated: np.ndarray, calibration: Calibration) -> np.ndarray:
     return calibration.center + calibration.width * z
 
 
+def upsample(scores: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear ``(B, h, w)`` -> ``(B, H, W)`` (align_corners False, as the field does)."""
+    return F.interpolate(scores[:, None], size=tuple(size), mode='bilinear', align_corners=False)[
+        :, 0
+    ]
+
+
 def smoothing_radius(sigma: float) -> int:
     """How many cells each side ``smooth`` reads."""
     return math.ceil(3 * sigma) if sigma > 0 else 0
