@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 from rclpy.context import Context
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
@@ -30,7 +31,13 @@ class SpinThread:
     def _spin(self) -> None:
         # A short timeout only bounds how long stop() waits; callbacks still run at once.
         while not self._stop.is_set() and self.executor.context.ok():
-            self.executor.spin_once(timeout_sec=0.1)
+            try:
+                self.executor.spin_once(timeout_sec=0.1)
+            except InvalidHandle:
+                # An entity destroyed from another thread between the executor's gathering of
+                # entities and its wait: rclpy then raises while it builds the wait set. The next
+                # turn gathers again without it; letting it raise would end this thread for good.
+                continue
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop spinning and wait for the thread; call before destroying the node."""
