@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 import json
+import textwrap
 from typing import Any
 
 from flowclas_ros.core.config import PRECISIONS, REFINE_MODES, SEGMENTS
@@ -48,7 +49,9 @@ class NodeParams:
 
     model_dir: str = _param('', 'reload', 'model directory written by flowclas-train')
     backbone_weights: str = _param('', 'reload', 'backbone checkpoint overriding the stored path')
-    backend: str = _param('torch', 'reload', 'inference backend', choices=BACKENDS)
+    backend: str = _param(
+        'torch', 'reload', 'inference backend: torch, onnxruntime, tensorrt', choices=BACKENDS
+    )
     precision: str = _param(
         'fp32',
         'reload',
@@ -61,7 +64,7 @@ class NodeParams:
     torch_compile: str = _param(
         'none',
         'reload',
-        'torch backend: none, default, reduce-overhead (CUDA graphs)',
+        'torch backend: none, default, reduce-overhead (CUDA graphs), max-autotune',
         choices=COMPILE_MODES,
     )
     device: str = _param(DEFAULT_DEVICE, 'reload', 'auto (cuda when present), cpu, cuda or cuda:N')
@@ -343,6 +346,34 @@ def markdown_table() -> str:
         doc = meta['doc'].replace('|', '\\|').replace('<', '\\<')  # not HTML, not a column
         rows.append(f'| `{name}` | `{default}` | {meta["when"]} | {limits} | {doc} |')
     return '\n'.join(rows) + '\n'
+
+
+YAML_HEADER = """\
+# flowclas_node parameters. Every parameter the node declares is listed here with its default.
+# [live]: a change at run time applies to the next frame (ros2 param set ...).
+# [reload]: a change reloads the model in the background; the current one serves meanwhile.
+# [restart]: read at start only (read-only parameters); changes at run time are refused.
+# Numeric parameters carry their range in the descriptor (ros2 param describe).
+/**:
+  ros__parameters:
+"""
+
+
+def yaml_file() -> str:
+    """``config/flowclas.yaml`` from ``NodeParams``, like the table, so the two cannot drift.
+
+    Each parameter with its default, under a comment: its doc and when a change applies.
+    """
+    lines = [YAML_HEADER.rstrip('\n')]
+    defaults = NodeParams()
+    for name, meta in PARAMS.items():
+        comment = f'{meta["doc"]} [{meta["when"]}]'
+        lines += textwrap.wrap(
+            comment, 95, initial_indent='    # ', subsequent_indent='    # ',
+            break_long_words=False, break_on_hyphens=False,
+        )  # fmt: skip
+        lines.append(f'    {name}: {json.dumps(getattr(defaults, name))}')
+    return '\n'.join(lines) + '\n'
 
 
 def _number(value: float) -> str:
