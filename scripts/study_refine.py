@@ -21,13 +21,14 @@ import torch
 from flowclas_ros.core.data.frames import split_frames
 from flowclas_ros.core.data.images import list_images, read_rgb
 from flowclas_ros.core.evaluate import _Masks, _metrics
-from flowclas_ros.core.flowclas.model import load_model, upsample
+from flowclas_ros.core.flowclas.model import load_model
 from flowclas_ros.core.flowclas.refine import (
     fit_stats,
     region_consistency,
     standardize,
     superpixels,
 )
+from flowclas_ros.core.flowclas.scoring import upsample
 from flowclas_ros.core.inference import Detector
 from flowclas_ros.core.jsonio import dumps
 from flowclas_ros.core.masks import MaskRule

@@ -90,8 +90,8 @@ def bench_backend(args: argparse.Namespace, model_dir: Path, backend: str, devic
     import torch
 
     from flowclas_ros.core.data.images import read_rgb
-    from flowclas_ros.core.flowclas.model import upsample
     from flowclas_ros.core.flowclas.refine import segmenter, with_segments
+    from flowclas_ros.core.flowclas.scoring import upsample
     from flowclas_ros.core.inference import Detector
 
     cuda = device.startswith('cuda')

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from flowclas_ros.core.config import THRESHOLD_ON
         from flowclas_ros.core.errors import ConfigError, DataError
-        from flowclas_ros.core.flowclas.model import CONFIG_FILE, upsample
-        from flowclas_ros.core.flowclas.scoring import fit_calibration
+        from flowclas_ros.core.flowclas.model import CONFIG_FILE
+        from flowclas_ros.core.flowclas.scoring import fit_calibration, upsample
         from flowclas_ros.core.flowclas.train.outliers import model_paster
         from flowclas_ros.core.inference import Detector
 

@@ -23,9 +23,9 @@ from flowclas_ros.core.config import IGNORE_LABEL, Calibration
 from flowclas_ros.core.data.frames import Frame, FrameSource
 from flowclas_ros.core.engines import Engine
 from flowclas_ros.core.errors import DataError
-from flowclas_ros.core.flowclas.model import FlowClasModel, upsample
+from flowclas_ros.core.flowclas.model import FlowClasModel
 from flowclas_ros.core.flowclas.refine import with_segments
-from flowclas_ros.core.flowclas.scoring import calibrate, uncalibrate
+from flowclas_ros.core.flowclas.scoring import calibrate, uncalibrate, upsample
 from flowclas_ros.core.inference import Detector, Segmenter
 from flowclas_ros.core.masks import (
     MaskRule,

@@ -28,8 +28,7 @@ import torch
 
 from flowclas_ros.core.config import Calibration
 from flowclas_ros.core.errors import ConfigError
-from flowclas_ros.core.flowclas.model import upsample
-from flowclas_ros.core.flowclas.scoring import calibrate, uncalibrate
+from flowclas_ros.core.flowclas.scoring import calibrate, uncalibrate, upsample
 from flowclas_ros.core.geometry import EIGHT_CONNECTED
 from flowclas_ros.core.thresholds.fpr import TARGET_FPR_TEXT, fpr_thresholds, valid_target_fpr
 from flowclas_ros.core.thresholds.nfa import nfa_mask

@@ -19,8 +19,8 @@ from flowclas_ros.core.config import Calibration, ModelConfig
 from flowclas_ros.core.data.images import list_split, read_mask, read_rgb
 from flowclas_ros.core.data.outliers import PseudoOutliers
 from flowclas_ros.core.errors import DataError
-from flowclas_ros.core.flowclas.model import FlowClasModel, upsample
-from flowclas_ros.core.flowclas.scoring import fit_calibration
+from flowclas_ros.core.flowclas.model import FlowClasModel
+from flowclas_ros.core.flowclas.scoring import fit_calibration, upsample
 from flowclas_ros.core.flowclas.train.batching import as_float, by_size, clean_features, sized
 from flowclas_ros.core.flowclas.train.outliers import grid_labels
 from flowclas_ros.core.metrics import exact_pixel_metrics
