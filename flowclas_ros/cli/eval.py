@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import textwrap
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +20,8 @@ import numpy as np
 from flowclas_ros.cli.common import add_model_args, load_model_arg, run_tool
 from flowclas_ros.core.config import PRECISIONS, SEGMENTS
 from flowclas_ros.core.engines import BACKENDS, build_engine
-from flowclas_ros.core.jsonio import write_json
+from flowclas_ros.core.jsonio import write_atomic, write_json
+from flowclas_ros.core.mask_choice import CONFIDENCE, MARKED_BUDGET, Budget
 from flowclas_ros.core.masks import MASK_MODES, MODEL_PEAK_FRACTION, NFA_NULLS, MaskRule
 from flowclas_ros.core.visualize import heatmap
 
@@ -96,6 +98,25 @@ def parser() -> argparse.ArgumentParser:
         default='none',
         help='region consistency before calibration: superpixels of each frame (SLIC)',
     )
+    p.add_argument(
+        '--choose-mask',
+        metavar='PARAMS_YAML',
+        help='measure every mask rule over a grid of its settings, keep the best within '
+        '--mask-budget and write it here as node parameters (a new file)',
+    )
+    p.add_argument(
+        '--mask-budget',
+        type=float,
+        default=MARKED_BUDGET,
+        help='--choose-mask: the share of defect-free frames the rule may mark',
+    )
+    p.add_argument(
+        '--mask-confidence',
+        type=float,
+        default=CONFIDENCE,
+        help='--choose-mask: how sure the budget must hold on frames like the defect-free ones '
+        '(0: their share measured)',
+    )
     p.add_argument('--json', help='write the metrics here')
     p.add_argument('--report', help='write a self-contained HTML report here')
     p.add_argument('--save-maps', help='write input|heatmap|mask|truth panels here')
@@ -142,10 +163,39 @@ def _check(args: argparse.Namespace) -> None:
         raise DataError('give ground truth by --masks or by --mask-topic, not both')
     if args.scores_topic and args.segments != 'none':
         raise DataError("--segments refines the model's scores; --scores-topic has no model")
+    if args.choose_mask and args.bag and not (args.masks or args.mask_topic):
+        raise DataError('--choose-mask measures masks: it needs --masks or --mask-topic')
+    if args.choose_mask and Path(args.choose_mask).exists():
+        raise DataError(f'{args.choose_mask} exists; --choose-mask writes a new file')
+    _budget(args)  # a bad budget fails before the evaluation
     if args.scores_topic and not (args.masks or args.mask_topic):
         raise DataError(
             '--scores-topic evaluates recorded scores: it needs --masks or --mask-topic'
         )
+
+
+def _budget(args: argparse.Namespace) -> Budget | None:
+    return Budget(args.mask_budget, args.mask_confidence) if args.choose_mask else None
+
+
+def _write_choice(path: str, choice: dict, data: str) -> None:
+    """The chosen rule as a node parameters file, its measurement in the header."""
+    from flowclas_ros.ros.params import params_yaml
+
+    rule = MaskRule(**choice['rule'])
+    budget = choice['budget']
+    header = (
+        f'Mask rule chosen by flowclas-eval --choose-mask on {data}: mean IoU '
+        f'{choice["miou"]:.4f} on its frames with anomalies; {choice["marked"]} of '
+        f'{choice["free"]} defect-free frames marked, so at most {choice["marked_bound"]:.0%} '
+        f'of such frames with {budget["confidence"]:.0%} confidence (budget '
+        f'{budget["share"]:.0%}); the best of {len(choice["candidates"])} rules and settings. '
+        'Measured on the frames it was chosen on: confirm on others. Copy these lines into '
+        "the node's parameters file, or pass this file after it (--params-file)."
+    )
+    text = params_yaml(rule.settings(), '\n'.join(textwrap.wrap(header, 97)))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text.encode())
 
 
 def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
@@ -181,6 +231,7 @@ def _run_bag(args: argparse.Namespace) -> tuple[object | None, dict]:
                 rule,
                 detector.engine,
                 segments,
+                _budget(args),
             )
         else:
             evaluation = None
@@ -231,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 rule=MaskRule.from_settings(args),
                 engine=_engine(args, model),
                 segments=segmenter(args.segments, model.device),
+                choose_mask=_budget(args),
             )
             info = {}
         elif args.scores_topic:
@@ -242,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             calibration = ModelConfig.load(Path(args.model) / CONFIG_FILE).calibration
             frames = BagFrames(args.bag, args.scores_topic, args.masks, args.mask_topic, True)
             evaluation = evaluate_recorded(
-                frames, calibration, args.save_maps, MaskRule.from_settings(args)
+                frames, calibration, args.save_maps, MaskRule.from_settings(args), _budget(args)
             )
             info = {'rejected': frames.rejected}
         else:
@@ -257,6 +309,16 @@ def main(argv: list[str] | None = None) -> int:
         metrics['data'] = str(args.data or args.bag)
         metrics['segments'] = args.segments
         print(format_table(metrics))
+        if args.choose_mask:
+            choice = metrics['mask_choice']
+            _write_choice(args.choose_mask, choice, metrics['data'])
+            settings = ' '.join(
+                f'{k}={v}' for k, v in MaskRule(**choice['rule']).settings().items()
+            )
+            print(
+                f'chosen mask rule: {settings}  mIoU {choice["miou"]:.4f}  defect-free frames '
+                f'marked {choice["marked"]} of {choice["free"]}  -> {args.choose_mask}'
+            )
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             write_json(args.json, metrics)

@@ -10,7 +10,7 @@ twice instead of kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 import time
@@ -27,6 +27,7 @@ from flowclas_ros.core.flowclas.model import FlowClasModel
 from flowclas_ros.core.flowclas.refine import with_segments
 from flowclas_ros.core.flowclas.scoring import calibrate, uncalibrate, upsample
 from flowclas_ros.core.inference import Detector, Segmenter
+from flowclas_ros.core.mask_choice import Budget, Quality, candidate_rules, choose
 from flowclas_ros.core.masks import (
     MaskRule,
     anomaly_mask,
@@ -66,6 +67,7 @@ def evaluate(
     rule: MaskRule | None = None,
     engine: Engine | None = None,
     segments: Segmenter | None = None,
+    choose_mask: Budget | None = None,
 ) -> Evaluation:
     """Score every frame with ``model`` as the node does, then compute metrics.
 
@@ -74,7 +76,9 @@ def evaluate(
     ``rule`` is the mask rule whose masks the panels show; every rule's quality is measured.
     ``engine`` runs the model (default: torch fp32), so the ONNX Runtime and TensorRT paths a
     robot deploys are scored as well. ``segments`` refines each frame's full-size scores by
-    region consistency over its labels (``Detector.detect``), as the node would.
+    region consistency over its labels (``Detector.detect``), as the node would. With
+    ``choose_mask`` every rule is measured over a grid of settings too, and
+    ``metrics['mask_choice']`` holds the one ``mask_choice.choose`` keeps within that budget.
     """
     start = time.time()
     detector = Detector(model, engine=engine)  # the node's preprocessing, on the model's device
@@ -104,8 +108,10 @@ def evaluate(
             yield frame, full.numpy(), n
 
     calibration = model.config.calibration
-    masks = _Masks(rule or MaskRule(), calibration, model.channels)
+    masks = _masks(rule, calibration, model.channels, choose_mask)
     metrics = _metrics(scored, lo, hi, calibration, masks, save_maps)
+    if choose_mask is not None:
+        metrics['mask_choice'] = masks.choice(choose_mask)
     metrics['seconds'] = time.time() - start
     metrics['seconds_per_image_model'] = seconds_model / len(maps)
     return Evaluation(metrics, scored, calibration, masks.chosen)
@@ -116,10 +122,11 @@ def evaluate_recorded(
     calibration: Calibration,
     save_maps: str | Path | None = None,
     rule: MaskRule | None = None,
+    choose_mask: Budget | None = None,
 ) -> Evaluation:
     """Metrics of calibrated scores a node published (``frame.scores``), e.g. from a bag.
 
-    Latent norms are not recorded, so the ``nfa`` mask rule is not measured.
+    Latent norms are not recorded, so the ``nfa`` mask rules are not measured (nor chosen).
     """
     start = time.time()
 
@@ -132,23 +139,46 @@ def evaluate_recorded(
         lo, hi = min(lo, float(raw.min())), max(hi, float(raw.max()))
     if lo > hi:
         raise DataError('no recorded scores to evaluate')
-    masks = _Masks(rule or MaskRule(), calibration, None)
+    masks = _masks(rule, calibration, None, choose_mask)
     metrics = _metrics(scored, lo, hi, calibration, masks, save_maps)
+    if choose_mask is not None:
+        metrics['mask_choice'] = masks.choice(choose_mask)
     metrics['seconds'] = time.time() - start
     return Evaluation(metrics, scored, calibration, masks.chosen)
+
+
+def _masks(
+    rule: MaskRule | None,
+    calibration: Calibration,
+    channels: int | None,
+    choose_mask: Budget | None,
+) -> _Masks:
+    candidates = candidate_rules((rule or MaskRule()).min_area) if choose_mask is not None else ()
+    return _Masks(rule or MaskRule(), calibration, channels, candidates)
 
 
 class _Masks:
     """The quality of every mask rule that can run, with the chosen rule's settings.
 
     ``fpr`` needs the model's table and ``nfa`` latent norms. Quality: mean IoU over frames
-    with anomalies, false alarms over defect-free frames.
+    with anomalies, false alarms over defect-free frames. ``candidates`` are measured as well,
+    to choose among them (``mask_choice``).
     """
 
-    def __init__(self, rule: MaskRule, calibration: Calibration, channels: int | None) -> None:
+    def __init__(
+        self,
+        rule: MaskRule,
+        calibration: Calibration,
+        channels: int | None,
+        candidates: Sequence[MaskRule] = (),
+    ) -> None:
         require(rule, calibration, bool(channels))
         self.rule, self.calibration, self.channels = rule, calibration, channels or 0
-        candidates = [
+
+        def runs(r: MaskRule) -> bool:
+            return missing(r, calibration, bool(channels)) is None
+
+        named = [
             replace(rule, mode='fixed'),
             replace(rule, mode='fpr'),
             replace(rule, mode='nfa', nfa_null='chi2'),
@@ -156,11 +186,11 @@ class _Masks:
             replace(rule, mode='fixed_nfa', nfa_null='chi2'),
             replace(rule, mode='fixed_nfa', nfa_null='fitted'),
         ]
-        self.rules = {
-            rule_name(r): r for r in candidates if missing(r, calibration, bool(channels)) is None
-        }
-        self.iou: dict[str, list[float]] = {m: [] for m in self.rules}
-        self.alarms: dict[str, list[float]] = {m: [] for m in self.rules}
+        self.named = {rule_name(r): r for r in named if runs(r)}
+        self.candidates = [r for r in candidates if runs(r)]
+        measured = dict.fromkeys([*self.named.values(), *self.candidates])
+        self.iou: dict[MaskRule, list[float]] = {r: [] for r in measured}
+        self.alarms: dict[MaskRule, list[float]] = {r: [] for r in measured}
 
     def chosen(self, calibrated: np.ndarray, norms: np.ndarray | None) -> np.ndarray:
         return self._mask(calibrated, norms, self.rule)
@@ -176,25 +206,50 @@ class _Masks:
         """Measure every rule on one labelled frame; returns the chosen rule's mask."""
         valid, truth = labels != IGNORE_LABEL, labels == 1
         anomalous = truth.any()
-        masks = {m: self._mask(calibrated, norms, r) for m, r in self.rules.items()}
-        for mode, mask in masks.items():
+        for rule in self.iou:  # one mask at a time: hundreds of candidates
+            mask = self._mask(calibrated, norms, rule)
             pred = mask & valid
             if anomalous:
-                self.iou[mode].append((pred & truth).sum() / (pred | truth).sum())
+                self.iou[rule].append((pred & truth).sum() / (pred | truth).sum())
             else:
-                self.alarms[mode].append(pred.sum() / max(valid.sum(), 1))
-        return masks[rule_name(self.rule)]
+                self.alarms[rule].append(pred.sum() / max(valid.sum(), 1))
+            if rule == self.rule:
+                chosen = mask
+        return chosen
+
+    def quality(self, rule: MaskRule) -> Quality:
+        iou, alarms = self.iou[rule], self.alarms[rule]
+        marked = sum(a > 0 for a in alarms)
+        return Quality(float(np.mean(iou)) if iou else None, int(marked), len(alarms))
 
     def summary(self) -> dict:
         out: dict = {'rule': asdict(self.rule)}
-        for mode in self.rules:
-            alarms = np.asarray(self.alarms[mode])
-            out[mode] = {
-                'miou': float(np.mean(self.iou[mode])) if self.iou[mode] else None,
-                'false_alarm_images': float((alarms > 0).mean()) if alarms.size else None,
-                'false_alarm_pixels': float(alarms.mean()) if alarms.size else None,
+        for name, rule in self.named.items():
+            q, alarms = self.quality(rule), self.alarms[rule]
+            out[name] = {
+                'miou': q.miou,
+                'false_alarm_images': q.marked / q.free if q.free else None,
+                'false_alarm_pixels': float(np.mean(alarms)) if alarms else None,
             }
         return out
+
+    def choice(self, budget: Budget) -> dict:
+        """The candidate ``choose`` keeps, and every candidate's quality on these frames."""
+        quality = {r: self.quality(r) for r in self.candidates}
+        rule = choose(quality, budget)
+        q = quality[rule]
+        return {
+            'rule': asdict(rule),
+            'miou': q.miou,
+            'false_alarm_images': q.marked / q.free,
+            'marked': q.marked,
+            'free': q.free,
+            'marked_bound': q.marked_bound(budget.confidence),
+            'budget': asdict(budget),
+            'candidates': [
+                {'rule': asdict(r), 'miou': c.miou, 'marked': c.marked} for r, c in quality.items()
+            ],
+        }
 
 
 def _metrics(

@@ -92,6 +92,20 @@ class MaskRule:
             None if s.mask_peak_fraction < 0 else s.mask_peak_fraction,
         )
 
+    def settings(self) -> dict[str, str | float | int]:
+        """The inverse of ``from_settings``: the node parameters that give this rule."""
+        return {
+            'mask_mode': self.mode,
+            'threshold': self.threshold,
+            'target_fpr': self.target_fpr,
+            'nfa_log10_epsilon': self.log10_epsilon,
+            'nfa_null': self.nfa_null,
+            'mask_peak_fraction': (
+                MODEL_PEAK_FRACTION if self.peak_fraction is None else self.peak_fraction
+            ),
+            'mask_min_area': self.min_area,
+        }
+
 
 def rule_name(rule: MaskRule) -> str:
     """How reports label a rule: its mode, with ``_fitted`` for an NFA rule's fitted null."""

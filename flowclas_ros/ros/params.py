@@ -349,31 +349,35 @@ def markdown_table() -> str:
 
 
 YAML_HEADER = """\
-# flowclas_node parameters. Every parameter the node declares is listed here with its default.
-# [live]: a change at run time applies to the next frame (ros2 param set ...).
-# [reload]: a change reloads the model in the background; the current one serves meanwhile.
-# [restart]: read at start only (read-only parameters); changes at run time are refused.
-# Numeric parameters carry their range in the descriptor (ros2 param describe).
-/**:
-  ros__parameters:
+flowclas_node parameters. Every parameter the node declares is listed here with its default.
+[live]: a change at run time applies to the next frame (ros2 param set ...).
+[reload]: a change reloads the model in the background; the current one serves meanwhile.
+[restart]: read at start only (read-only parameters); changes at run time are refused.
+Numeric parameters carry their range in the descriptor (ros2 param describe).
 """
 
 
-def yaml_file() -> str:
-    """``config/flowclas.yaml`` from ``NodeParams``, like the table, so the two cannot drift.
+def params_yaml(values: dict[str, Any], header: str) -> str:
+    """A parameters file for any flowclas node: ``header`` as comments, then ``values``.
 
-    Each parameter with its default, under a comment: its doc and when a change applies.
+    Each value sits under its parameter's doc and when a change applies.
     """
-    lines = [YAML_HEADER.rstrip('\n')]
-    defaults = NodeParams()
-    for name, meta in PARAMS.items():
-        comment = f'{meta["doc"]} [{meta["when"]}]'
+    lines = [f'# {line}' if line else '#' for line in header.splitlines()]
+    lines += ['/**:', '  ros__parameters:']
+    for name, value in values.items():
+        meta = PARAMS[name]
         lines += textwrap.wrap(
-            comment, 95, initial_indent='    # ', subsequent_indent='    # ',
-            break_long_words=False, break_on_hyphens=False,
+            f'{meta["doc"]} [{meta["when"]}]', 95, initial_indent='    # ',
+            subsequent_indent='    # ', break_long_words=False, break_on_hyphens=False,
         )  # fmt: skip
-        lines.append(f'    {name}: {json.dumps(getattr(defaults, name))}')
+        lines.append(f'    {name}: {json.dumps(value)}')
     return '\n'.join(lines) + '\n'
+
+
+def yaml_file() -> str:
+    """``config/flowclas.yaml``: every default, made like the table so the two cannot drift."""
+    defaults = NodeParams()
+    return params_yaml({name: getattr(defaults, name) for name in PARAMS}, YAML_HEADER)
 
 
 def _number(value: float) -> str:

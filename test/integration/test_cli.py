@@ -385,6 +385,60 @@ def trained(data, tmp_path_factory) -> Path:
     return model
 
 
+def test_eval_chooses_a_mask_rule_and_writes_it_as_node_parameters(data, trained, tmp_path):
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    import yaml
+
+    from flowclas_ros.core.masks import MaskRule
+    from flowclas_ros.ros.params import NodeParams
+
+    params, out = tmp_path / 'site' / 'mask.yaml', tmp_path / 'm.json'
+    args = ('--model', str(trained), '--data', str(data / 'test'), '--json', str(out))
+    budget = ('--mask-budget', '0.5', '--mask-confidence', '0')  # two defect-free frames
+    r = run('eval', *args, '--choose-mask', str(params), *budget)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads(out.read_text())
+    choice = metrics['mask_choice']
+    assert len(choice['candidates']) > 300
+    assert choice['budget'] == {'share': 0.5, 'confidence': 0.0}
+    # The file is a parameters file the node takes as it is, and it gives the chosen rule ...
+    values = yaml.safe_load(params.read_text())['/**']['ros__parameters']
+    NodeParams().replace(values)
+    rule = MaskRule.from_settings(SimpleNamespace(**values))
+    assert asdict(rule) == choice['rule']
+    assert f'chosen mask rule: mask_mode={rule.mode} ' in r.stdout
+    # ... whose quality is what the core's masks give, within the budget ...
+    miou, marked = _iou_by_hand(trained, data / 'test', rule)
+    assert choice['miou'] == pytest.approx(miou, abs=1e-9)
+    assert choice['false_alarm_images'] == pytest.approx(marked)
+    assert marked <= 0.5
+    # ... and no worse than any rule at its default settings (candidates too) within it.
+    for name, q in metrics['masks'].items():
+        if name not in ('rule', 'oracle') and q['false_alarm_images'] <= 0.5:
+            assert choice['miou'] >= q['miou'] - 1e-9, name
+
+    # A file that exists is left as it is.
+    before = params.read_text()
+    _assert_one_line_error(run('eval', *args, '--choose-mask', str(params)), 'exists')
+    assert params.read_text() == before
+    # Two defect-free frames cannot show that a rule marks under 10 % of such frames with the
+    # default 90 % confidence; none at all cannot count false alarms. Refused, saying so.
+    other = params.with_name('b.yaml')
+    r = run('eval', *args, '--choose-mask', str(other))
+    _assert_one_line_error(r, 'no rule marks at most 10% of defect-free frames with 90%')
+    split = tmp_path / 'defective'
+    for folder in ('images', 'masks'):
+        (split / folder).mkdir(parents=True)
+        for f in (data / 'test' / folder).iterdir():
+            if not f.name.startswith('free'):
+                shutil.copy(f, split / folder / f.name)
+    r = run('eval', '--model', str(trained), '--data', str(split), '--choose-mask', str(other))
+    _assert_one_line_error(r, 'needs defect-free frames')
+    assert not other.exists()
+
+
 @pytest.mark.parametrize(
     ('key', 'value', 'named', 'problem'),
     [
