@@ -10,7 +10,7 @@ twice instead of kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 import time
@@ -108,10 +108,8 @@ def evaluate(
             yield frame, full.numpy(), n
 
     calibration = model.config.calibration
-    masks = _masks(rule, calibration, model.channels, choose_mask)
+    masks = _Masks(rule or MaskRule(), calibration, model.channels, choose_mask)
     metrics = _metrics(scored, lo, hi, calibration, masks, save_maps)
-    if choose_mask is not None:
-        metrics['mask_choice'] = masks.choice(choose_mask)
     metrics['seconds'] = time.time() - start
     metrics['seconds_per_image_model'] = seconds_model / len(maps)
     return Evaluation(metrics, scored, calibration, masks.chosen)
@@ -139,30 +137,18 @@ def evaluate_recorded(
         lo, hi = min(lo, float(raw.min())), max(hi, float(raw.max()))
     if lo > hi:
         raise DataError('no recorded scores to evaluate')
-    masks = _masks(rule, calibration, None, choose_mask)
+    masks = _Masks(rule or MaskRule(), calibration, None, choose_mask)
     metrics = _metrics(scored, lo, hi, calibration, masks, save_maps)
-    if choose_mask is not None:
-        metrics['mask_choice'] = masks.choice(choose_mask)
     metrics['seconds'] = time.time() - start
     return Evaluation(metrics, scored, calibration, masks.chosen)
-
-
-def _masks(
-    rule: MaskRule | None,
-    calibration: Calibration,
-    channels: int | None,
-    choose_mask: Budget | None,
-) -> _Masks:
-    candidates = candidate_rules((rule or MaskRule()).min_area) if choose_mask is not None else ()
-    return _Masks(rule or MaskRule(), calibration, channels, candidates)
 
 
 class _Masks:
     """The quality of every mask rule that can run, with the chosen rule's settings.
 
     ``fpr`` needs the model's table and ``nfa`` latent norms. Quality: mean IoU over frames
-    with anomalies, false alarms over defect-free frames. ``candidates`` are measured as well,
-    to choose among them (``mask_choice``).
+    with anomalies, false alarms over defect-free frames. With a ``budget`` the candidates of
+    ``mask_choice`` are measured as well, to choose one within it.
     """
 
     def __init__(
@@ -170,10 +156,11 @@ class _Masks:
         rule: MaskRule,
         calibration: Calibration,
         channels: int | None,
-        candidates: Sequence[MaskRule] = (),
+        budget: Budget | None = None,
     ) -> None:
         require(rule, calibration, bool(channels))
         self.rule, self.calibration, self.channels = rule, calibration, channels or 0
+        self.budget = budget
 
         def runs(r: MaskRule) -> bool:
             return missing(r, calibration, bool(channels)) is None
@@ -187,6 +174,7 @@ class _Masks:
             replace(rule, mode='fixed_nfa', nfa_null='fitted'),
         ]
         self.named = {rule_name(r): r for r in named if runs(r)}
+        candidates = candidate_rules(rule.min_area) if budget is not None else []
         self.candidates = [r for r in candidates if runs(r)]
         measured = dict.fromkeys([*self.named.values(), *self.candidates])
         self.iou: dict[MaskRule, list[float]] = {r: [] for r in measured}
@@ -233,8 +221,9 @@ class _Masks:
             }
         return out
 
-    def choice(self, budget: Budget) -> dict:
+    def choice(self) -> dict:
         """The candidate ``choose`` keeps, and every candidate's quality on these frames."""
+        budget = self.budget
         quality = {r: self.quality(r) for r in self.candidates}
         rule = choose(quality, budget)
         q = quality[rule]
@@ -319,6 +308,7 @@ def _metrics(
         per_class[cls] = {'ap': m['ap'], 'auroc': m['auroc'], 'n_images': counts[cls]}
     result = pooled.compute()
     mask_quality = masks.summary()
+    choice = {'mask_choice': masks.choice()} if masks.budget is not None else {}
     if n_anomalous:
         best = int(np.argmax(oracle_iou))
         threshold = calibrate(torch.tensor([edges[best]], dtype=torch.float64), calibration)
@@ -341,6 +331,7 @@ def _metrics(
         'n_pos_pixels': result['n_pos'],
         'n_neg_pixels': result['n_neg'],
         'masks': mask_quality,
+        **choice,
         'per_image': per_image,
         'histogram': pooled.histogram(),
         'curves': pooled.curves(),
