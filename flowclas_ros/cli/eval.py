@@ -194,7 +194,11 @@ def _write_choice(path: str, choice: dict, data: str) -> None:
         "the node's parameters file, or pass this file after it (--params-file)."
     )
     text = params_yaml(rule.settings(), '\n'.join(textwrap.wrap(header, 97)))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if Path(path).exists():  # made while the frames were evaluated: a user's file is kept
+        from flowclas_ros.core.errors import DataError
+
+        raise DataError(f'{path} exists; --choose-mask writes a new file')
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # the folder only; never the file
     write_atomic(path, text.encode())
 
 
